@@ -1,0 +1,159 @@
+"""The compressed-model file: a safetensors file with a gwkcuda JSON header.
+
+Layout: the tensors (packed code streams, codebooks, plain tensors) are stored by safetensors; its
+``__metadata__`` holds one key, ``gwkcuda``, whose value is the JSON header::
+
+    {"format_version": 1,
+     "meta": {...},                                   # the caller's metadata (JSON values)
+     "tensors": {name: {"dtype": str, "shape": [int], "sha256": hex}},
+     "checksum": hex}                                 # sha256 of the three fields above
+
+so a flipped byte anywhere (payload, header or the caller's metadata) is detected on load.
+Saving is atomic: the bytes go to a temporary file in the target folder, are fsync'ed, then
+renamed over the final name, so an interrupted save never leaves a partial file under that name
+and never destroys an existing one. No pickle is involved.
+"""
+import hashlib
+import json
+import os
+import tempfile
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+FORMAT_VERSION = 1
+_META_KEY = "gwkcuda"
+
+
+class CompressedFileError(ValueError):
+    """A compressed-model file that cannot be read: truncated, corrupted, or of another version."""
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    # Raw bytes through a uint8 view: works for every dtype, bfloat16 included, without numpy.
+    raw = t.reshape(-1).view(torch.uint8) if t.numel() else t.new_empty(0, dtype=torch.uint8)
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+
+
+def _header_checksum(header: dict) -> str:
+    body = {k: header[k] for k in ("format_version", "meta", "tensors")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def save_compressed(path, tensors: dict, meta: dict) -> None:
+    """Writes ``tensors`` and ``meta`` to ``path`` atomically.
+
+    Args:
+        path: destination file; its folder must exist. An existing file is replaced only once the
+            new one is complete on disk.
+        tensors: name -> Tensor (any dtype and shape, any device; stored from CPU, contiguous).
+        meta: JSON-serialisable dict (config, per-layer facts, ...), returned as is by load.
+    """
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in tensors.items()):
+        raise TypeError("save_compressed: expected tensors as a dict of str -> torch.Tensor, got "
+                        f"{type(tensors).__name__}")
+    if not isinstance(meta, dict):
+        raise TypeError(f"save_compressed: expected meta as a dict, got {type(meta).__name__}")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"save_compressed: meta must be JSON-serialisable: {exc}") from exc
+
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = {
+        "format_version": FORMAT_VERSION,
+        "meta": meta,
+        "tensors": {k: {"dtype": _dtype_name(v.dtype), "shape": list(v.shape),
+                        "sha256": _tensor_digest(v)} for k, v in cpu.items()},
+    }
+    header["checksum"] = _header_checksum(header)
+    payload = _st_save(cpu, metadata={_META_KEY: json.dumps(header, sort_keys=True)})
+    _atomic_write(os.fspath(path), payload)
+
+
+def _atomic_write(path: str, payload: bytes) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Interrupted (error, KeyboardInterrupt): drop the partial file, keep any old one.
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the data itself is already synced
+
+
+def _read_header(path: str, data: bytes) -> dict:
+    if len(data) < 8:
+        raise CompressedFileError(f"{path}: truncated ({len(data)} bytes; not even a header length)")
+    n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data):
+        raise CompressedFileError(f"{path}: truncated or corrupted (header says {n} bytes, file has "
+                                  f"{len(data) - 8} after the length)")
+    try:
+        st_header = json.loads(data[8:8 + n])
+        header = json.loads(st_header["__metadata__"][_META_KEY])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CompressedFileError(f"{path}: not a readable gwkcuda compressed file (corrupted "
+                                  f"header: {exc!r})") from exc
+    if not isinstance(header, dict) or "format_version" not in header:
+        raise CompressedFileError(f"{path}: corrupted header (no format_version)")
+    if header["format_version"] != FORMAT_VERSION:
+        raise CompressedFileError(f"{path}: unsupported format version {header['format_version']!r}; "
+                                  f"this gwkcuda reads version {FORMAT_VERSION}")
+    for key in ("meta", "tensors", "checksum"):
+        if key not in header:
+            raise CompressedFileError(f"{path}: corrupted header (no {key!r})")
+    if _header_checksum(header) != header["checksum"]:
+        raise CompressedFileError(f"{path}: corrupted header (checksum mismatch)")
+    return header
+
+
+def load_compressed(path):
+    """Reads a file written by :func:`save_compressed`.
+
+    Returns:
+        (tensors, meta): name -> CPU Tensor, and the caller's metadata dict.
+    Raises:
+        FileNotFoundError if ``path`` does not exist; CompressedFileError if the file is
+        truncated, corrupted (any payload or header byte changed) or of an unknown format version.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    header = _read_header(path, data)
+    try:
+        tensors = _st_load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise CompressedFileError(f"{path}: truncated or corrupted tensor data ({exc})") from exc
+    expected = header["tensors"]
+    if set(expected) != set(tensors):
+        raise CompressedFileError(f"{path}: corrupted (tensor names {sorted(tensors)} do not match "
+                                  f"the header's {sorted(expected)})")
+    for name, t in tensors.items():
+        info = expected[name]
+        if (_dtype_name(t.dtype) != info["dtype"] or list(t.shape) != info["shape"]
+                or _tensor_digest(t) != info["sha256"]):
+            raise CompressedFileError(f"{path}: tensor {name!r} is corrupted (checksum, dtype or "
+                                      f"shape differs from the header)")
+    return tensors, header["meta"]
