@@ -6,9 +6,7 @@
 
 #include <string>
 
-#ifndef GWK_CUDA_ARCHS
-#define GWK_CUDA_ARCHS ""
-#endif
+#include "generated/build_config.h"
 
 TORCH_LIBRARY(gwkcuda, m) {
   // Packs integer codes in [0, 2**nbits) (any shape, read flat) into an LSB-first uint8 bit stream

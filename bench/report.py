@@ -1,0 +1,99 @@
+"""Prints benchmark results as a Markdown table: op, median, GB/s (bytes read + written), and the
+ratio to the baseline of the same group (the last op of each group).
+
+    python bench/report.py RESULTS.json            # from pytest-benchmark's --benchmark-json
+    python bench/report.py --run [--device cuda]   # time the cases here (CUDA events on a GPU)
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def machine_name(device="cpu"):
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def rows_from_json(path):
+    with open(path) as f:
+        data = json.load(f)
+    info = data.get("machine_info", {})
+    machine = f"{info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, " \
+              f"{info.get('cpu', {}).get('count', '?')} cores"
+    rows = [(b["group"], b["extra_info"]["op"], b["stats"]["median"], b["extra_info"]["bytes_moved"])
+            for b in data["benchmarks"]]
+    return machine, rows
+
+
+def rows_from_run(device, repeats):
+    import torch
+
+    from cases import bitpack_cases
+
+    rows = []
+    for group, name, fn, moved in bitpack_cases(device=device):
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+            else:
+                t0 = __import__("time").perf_counter()
+                fn()
+                times.append(__import__("time").perf_counter() - t0)
+        rows.append((group, name, statistics.median(times), moved))
+    return machine_name(device), rows
+
+
+def print_table(machine, rows):
+    print(f"Machine: {machine}")
+    print()
+    print("| group | op | median (ms) | GB/s (read + write) | share of baseline GB/s |")
+    print("|---|---|---:|---:|---:|")
+    groups = {}
+    for row in rows:
+        groups.setdefault(row[0], []).append(row)
+    for group, members in groups.items():
+        base = members[-1]
+        base_bw = base[3] / base[2]
+        for _, name, median, moved in members:
+            bw = moved / median
+            print(f"| {group} | {name} | {median * 1e3:.2f} | {bw / 1e9:.2f} | {bw / base_bw:.0%} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="?", help="pytest-benchmark JSON file")
+    parser.add_argument("--run", action="store_true", help="time the cases here instead")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    if args.run:
+        print_table(*rows_from_run(args.device, args.repeats))
+    elif args.results:
+        print_table(*rows_from_json(args.results))
+    else:
+        parser.error("give a results JSON file or --run")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""pytest-benchmark: pack_bits / unpack_bits at 64M codes next to a copy of the packed bytes.
+
+    python -m pytest bench/test_bitpack.py --benchmark-json=bitpack.json
+    python bench/report.py bitpack.json        # the README table
+"""
+import pytest
+
+from cases import bitpack_cases
+
+CASES = list(bitpack_cases(device="cpu"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{g}-{n}" for g, n, _, _ in CASES])
+def test_bitpack(benchmark, case):
+    group, name, fn, moved = case
+    benchmark.group = group
+    benchmark.extra_info.update(op=name, bytes_moved=moved)
+    benchmark(fn)
