@@ -74,8 +74,11 @@ def _write_build_config(with_cuda, archs):
 
 
 def _extension():
-    sources = ["csrc/registration.cpp", "csrc/checks.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3"]
+    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+    # -fopenmp: at::parallel_for is an OpenMP pragma in a header; without the flag it runs serially.
+    # -Wno-psabi: the 64-byte SIMD vectors of the CPU k-means tiles make GCC note an ABI change of
+    # GCC 4.6, irrelevant to functions that never cross a library boundary.
+    cxx_flags = ["-O3", "-fopenmp", "-Wno-psabi"]
     with_cuda = _want_cuda()
     if with_cuda:
         # Trap: x.cpp and x.cu in one folder both become x.o; CUDA sources carry their own stems.
@@ -87,13 +90,14 @@ def _extension():
         return cpp_extension.CUDAExtension(
             "gwkcuda._C", sources,
             include_dirs=[os.path.join(ROOT, "csrc")] + _cuda_library_includes(),
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-DGWK_WITH_CUDA"]})
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-DGWK_WITH_CUDA"]},
+            extra_link_args=["-fopenmp"])
     _write_build_config(False, "")
     print("gwkcuda: building CPU kernels only (torch CUDA: %s, CUDA_HOME: %s)"
           % (torch.version.cuda, cpp_extension.CUDA_HOME))
     return cpp_extension.CppExtension(
         "gwkcuda._C", sources, include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_compile_args={"cxx": cxx_flags})
+        extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
 
 
 setup(

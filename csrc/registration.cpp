@@ -14,6 +14,21 @@ TORCH_LIBRARY(gwkcuda, m) {
   m.def("pack_bits(Tensor codes, int nbits) -> Tensor");
   // The inverse of pack_bits: the first `numel` codes of a packed stream, as int32 [numel].
   m.def("unpack_bits(Tensor packed, int nbits, int numel) -> Tensor");
+
+  // k-means family; shapes: B independent problems, N points each, d-long points, k clusters.
+  // float32/float64 x and centroids; float16/bfloat16 x accumulated in float32. Math: core/kmeans.h.
+  //
+  // Nearest centroid of every point: labels int64 [B, N] (ties to the lowest index) and the
+  // squared distance to it, [B, N].
+  m.def("kmeans_assign(Tensor x, Tensor centroids) -> (Tensor labels, Tensor sqdist)");
+  // Weighted segment sum: sums[b, j] = sum of weight * x over the points labelled j, and
+  // weight_sums[b, j] = sum of their weights (weight None: 1 each). The centroid update, plain
+  // k-means and the codebook gradient of pq_linear all reduce through this one op.
+  m.def("cluster_reduce(Tensor x, Tensor? weight, Tensor labels, int k) -> (Tensor sums, Tensor weight_sums)");
+  // One fused gradient-weighted Lloyd iteration in one pass over x: assignment to `centroids`,
+  // then the weighted mean of each cluster; a cluster with zero total weight keeps its centroid.
+  // labels and inertia (sum of weight * squared distance, [B]) refer to the input centroids.
+  m.def("gwk_lloyd_step(Tensor x, Tensor? weight, Tensor centroids) -> (Tensor new_centroids, Tensor labels, Tensor cluster_weight, Tensor inertia)");
 }
 
 namespace {

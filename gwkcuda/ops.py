@@ -6,7 +6,7 @@ registered here, with checks that mirror the C++ ones.
 import torch
 
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.gwkcuda.*)
-from .shapes import CODE_DTYPES, MAX_BITS, packed_numel
+from .shapes import CODE_DTYPES, MAX_BITS, accumulate_dtype, check_kmeans_shapes, packed_numel
 
 _CODE_DTYPES = tuple(getattr(torch, name) for name in CODE_DTYPES)
 
@@ -56,3 +56,72 @@ def _unpack_bits_fake(packed, nbits, numel):
                  lambda: f"unpack_bits: {numel} codes of {nbits} bits need "
                          f"{packed_numel(numel, nbits)} bytes, but the buffer holds {packed.numel()}")
     return packed.new_empty((numel,), dtype=torch.int32)
+
+
+# --- k-means family ------------------------------------------------------------------------------
+
+def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor):
+    """Nearest centroid of every point, B problems at once.
+
+    Args:
+        x: [B, N, d] float32/float64 (float16/bfloat16 accepted, computed in float32).
+        centroids: [B, k, d], k >= 1.
+    Returns:
+        (labels int64 [B, N], sqdist [B, N]): the index of the nearest centroid (ties to the
+        lowest index) and the squared distance to it, float32 (float64 for float64 x).
+    """
+    return torch.ops.gwkcuda.kmeans_assign.default(x, centroids)
+
+
+def cluster_reduce(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
+    """Weighted segment sum over clusters.
+
+    Args:
+        x: [B, N, d] float (float16/bfloat16 accumulated in float32).
+        weight: [B, N] finite, non-negative, or None (weight 1 each).
+        labels: [B, N] int64/int32, each in [0, k).
+        k: number of clusters.
+    Returns:
+        (sums [B, k, d], weight_sums [B, k]): sum of weight * x and of weight per cluster,
+        accumulated in float64, returned as float32 (float64 for float64 x).
+    """
+    return torch.ops.gwkcuda.cluster_reduce.default(x, weight, labels, k)
+
+
+def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor):
+    """One fused gradient-weighted Lloyd iteration (assign, then weighted mean), B problems at once.
+
+    Args:
+        x: [B, N, d] float; weight: [B, N] finite, non-negative, or None; centroids: [B, k, d].
+    Returns:
+        (new_centroids [B, k, d], labels int64 [B, N], cluster_weight [B, k], inertia [B]).
+        labels and inertia (sum of weight * squared distance) refer to the input centroids; a
+        cluster whose total weight is zero keeps its centroid.
+    """
+    return torch.ops.gwkcuda.gwk_lloyd_step.default(x, weight, centroids)
+
+
+@torch.library.register_fake("gwkcuda::kmeans_assign")
+def _kmeans_assign_fake(x, centroids):
+    B, N, _, _ = check_kmeans_shapes(x, centroids=centroids, check=_fake_check)
+    acc = accumulate_dtype(x.dtype)
+    return x.new_empty((B, N), dtype=torch.int64), x.new_empty((B, N), dtype=acc)
+
+
+@torch.library.register_fake("gwkcuda::cluster_reduce")
+def _cluster_reduce_fake(x, weight, labels, k):
+    B, _, d, k = check_kmeans_shapes(x, weight=weight, labels=labels, k=k, check=_fake_check)
+    acc = accumulate_dtype(x.dtype)
+    return x.new_empty((B, k, d), dtype=acc), x.new_empty((B, k), dtype=acc)
+
+
+@torch.library.register_fake("gwkcuda::gwk_lloyd_step")
+def _gwk_lloyd_step_fake(x, weight, centroids):
+    B, N, d, k = check_kmeans_shapes(x, centroids=centroids, weight=weight, check=_fake_check)
+    acc = accumulate_dtype(x.dtype)
+    return (x.new_empty((B, k, d), dtype=acc), x.new_empty((B, N), dtype=torch.int64),
+            x.new_empty((B, k), dtype=acc), x.new_empty((B,), dtype=acc))
+
+
+def _fake_check(cond, msg):
+    torch._check(cond, msg)

@@ -4,7 +4,7 @@ Written for clarity, never for speed: every bit is spelled out as an integer ten
 """
 import torch
 
-from .shapes import CODE_DTYPES, MAX_BITS, packed_numel
+from .shapes import CODE_DTYPES, MAX_BITS, accumulate_dtype, check_kmeans_shapes, packed_numel
 
 
 def _check_nbits(nbits):
@@ -46,3 +46,44 @@ def unpack_bits(packed: torch.Tensor, nbits: int, numel: int) -> torch.Tensor:
     stream = ((packed.reshape(-1).to(torch.int64).cpu()[:, None] >> torch.arange(8)) & 1).reshape(-1)
     bits = stream[: numel * nbits].reshape(numel, nbits)
     return (bits << torch.arange(nbits)).sum(1).to(torch.int32)
+
+
+# --- k-means family ------------------------------------------------------------------------------
+
+def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor):
+    """Reference of ``kmeans_assign``: x [B, N, d], centroids [B, k, d] ->
+    (labels int64 [B, N], sqdist [B, N]); ties go to the lowest index."""
+    check_kmeans_shapes(x, centroids=centroids)
+    acc = accumulate_dtype(x.dtype)
+    diff = x.to(acc)[:, :, None, :] - centroids.to(acc)[:, None, :, :]  # [B, N, k, d]
+    sqdist = (diff * diff).sum(-1)
+    best, labels = sqdist.min(-1)  # first minimum: the lowest index wins a tie
+    return labels, best
+
+
+def cluster_reduce(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
+    """Reference of ``cluster_reduce``: (sums [B, k, d], weight_sums [B, k]) of weight * x and of
+    weight over the points of each label."""
+    B, N, d, k = check_kmeans_shapes(x, weight=weight, labels=labels, k=k)
+    acc = accumulate_dtype(x.dtype)
+    w = torch.ones(B, N, dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    sums = torch.zeros(B, k, d, dtype=torch.float64)
+    weight_sums = torch.zeros(B, k, dtype=torch.float64)
+    for b in range(B):
+        sums[b].index_add_(0, labels[b], w[b, :, None] * x[b].to(torch.float64))
+        weight_sums[b].index_add_(0, labels[b], w[b])
+    return sums.to(acc), weight_sums.to(acc)
+
+
+def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor):
+    """Reference of ``gwk_lloyd_step``: one weighted Lloyd iteration ->
+    (new_centroids [B, k, d], labels [B, N], cluster_weight [B, k], inertia [B])."""
+    labels, sqdist = kmeans_assign(x, centroids)
+    k = centroids.shape[1]
+    sums, wsums = cluster_reduce(x, weight, labels, k)
+    acc = accumulate_dtype(x.dtype)
+    old = centroids.to(acc)
+    new = torch.where(wsums[..., None] > 0, sums / wsums.clamp_min(1e-300)[..., None].to(acc), old)
+    w = torch.ones_like(sqdist) if weight is None else weight.to(acc)
+    inertia = (w.to(torch.float64) * sqdist.to(torch.float64)).sum(1).to(acc)
+    return new, labels, wsums, inertia

@@ -1,0 +1,339 @@
+// CPU implementation of kmeans_assign, cluster_reduce and gwk_lloyd_step.
+//
+// Work splits into tasks of (problem b, chunk of points); each task accumulates its clusters'
+// weighted sums into a private double-precision row, and the rows of a problem are added up at the
+// end, so threads never share an accumulator. Distances run on tiles of points transposed to
+// [d][points], vectorised across points (assign_tile).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <limits>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "../core/kmeans.h"
+#include "../kmeans_checks.h"
+
+// The distance tiles are compiled for the x86-64-v4 (AVX-512) and v3 (AVX2, FMA) feature levels and
+// baseline x86-64; the loader picks by the features the CPU has (not by CPU model: "arch=haswell"
+// clones would never run on a newer model). (The clones must hold the loops themselves: code inlined into them from a function
+// of the default target is not vectorised for theirs.)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define GWK_CPU_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GWK_CPU_CLONES
+#endif
+
+namespace gwk {
+namespace {
+
+// How the points of B problems split into tasks. A chunk is large enough to amortise its private
+// accumulator row (k * (d + 1) doubles), so those rows never outweigh x itself.
+struct TaskPlan {
+  int64_t chunk, chunks_per_problem, tasks, row;
+  TaskPlan(int64_t B, int64_t N, int64_t k, int64_t d) {
+    chunk = std::max<int64_t>(4096, 4 * k);
+    chunks_per_problem = std::max<int64_t>(1, (N + chunk - 1) / chunk);
+    tasks = B * chunks_per_problem;
+    row = k * (d + 1) + 1;  // sums [k, d], weight sums [k], inertia
+  }
+};
+
+// A SIMD vector of 64 bytes (GCC/Clang vector extensions: one AVX-512 register, two AVX2 ones, or
+// four SSE ones, whichever the clone is compiled for), and the matching integer lanes for labels.
+// The alignment is stated: left implicit it follows the widest ISA enabled in the translation unit
+// (16 bytes by default), while the AVX-512 clone assumes 64.
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float vec __attribute__((vector_size(64), aligned(64)));
+  typedef int32_t ivec __attribute__((vector_size(64), aligned(64)));
+  static constexpr int kLanes = 16;
+};
+template <>
+struct Simd<double> {
+  typedef double vec __attribute__((vector_size(64), aligned(64)));
+  typedef int64_t ivec __attribute__((vector_size(64), aligned(64)));
+  static constexpr int kLanes = 8;
+};
+
+constexpr int kVecsPerTile = 2;  // two independent best/label chains per centroid hide latency
+
+template <typename acc_t>
+constexpr int tile_points() {
+  return kVecsPerTile * Simd<acc_t>::kLanes;
+}
+
+// Nearest centroid of one full tile of tile_points() points x[P, d] (row-major): labels[t] and
+// best[t] (its squared distance). Vectorised across points: the tile is transposed into xt so that
+// each coordinate of 16 (8) points fills one vector, and each centroid costs d subtract-and-FMA
+// pairs per vector plus one compare and two blends. D > 0 fixes d at compile time (fully unrolled,
+// coordinates kept in registers); D == 0 reads d at run time.
+template <typename acc_t, int D>
+GWK_CPU_CLONES void assign_tile(const acc_t* __restrict__ x, int d_runtime,
+                                const acc_t* __restrict__ centroids, int64_t k,
+                                typename Simd<acc_t>::vec* __restrict__ xt,
+                                int32_t* __restrict__ labels, acc_t* __restrict__ best_out) {
+  using vec = typename Simd<acc_t>::vec;
+  using ivec = typename Simd<acc_t>::ivec;
+  using lane_int = std::remove_reference_t<decltype(ivec{}[0])>;
+  constexpr int W = Simd<acc_t>::kLanes;
+  const int d = D > 0 ? D : d_runtime;
+  for (int i = 0; i < d; ++i)
+    for (int v = 0; v < kVecsPerTile; ++v)
+      for (int t = 0; t < W; ++t) xt[i * kVecsPerTile + v][t] = x[(v * W + t) * d + i];
+  vec best[kVecsPerTile];
+  ivec label[kVecsPerTile];
+  for (int v = 0; v < kVecsPerTile; ++v) {
+    best[v] = vec{} + std::numeric_limits<acc_t>::infinity();
+    label[v] = ivec{};
+  }
+  for (int64_t j = 0; j < k; ++j) {
+    const acc_t* c = centroids + j * d;
+    vec dist[kVecsPerTile];
+    for (int v = 0; v < kVecsPerTile; ++v) dist[v] = vec{};
+    for (int i = 0; i < d; ++i) {
+      const vec ci = vec{} + c[i];
+      for (int v = 0; v < kVecsPerTile; ++v)
+        dist[v] = kmeans::add_squared_difference(dist[v], xt[i * kVecsPerTile + v], ci);
+    }
+    const ivec jv = ivec{} + static_cast<lane_int>(j);
+    for (int v = 0; v < kVecsPerTile; ++v) {
+      const ivec closer = kmeans::closer(dist[v], best[v]);  // lane mask: strictly closer
+      best[v] = closer ? dist[v] : best[v];
+      label[v] = closer ? jv : label[v];
+    }
+  }
+  for (int v = 0; v < kVecsPerTile; ++v)
+    for (int t = 0; t < W; ++t) {
+      labels[v * W + t] = static_cast<int32_t>(label[v][t]);
+      best_out[v * W + t] = best[v][t];
+    }
+}
+
+// Assigns n points x[n, d], one tile at a time; the last partial tile runs on a zero-padded copy.
+template <typename acc_t>
+class TileAssigner {
+ public:
+  using vec = typename Simd<acc_t>::vec;
+  static constexpr int P = tile_points<acc_t>();
+
+  TileAssigner(int d, const acc_t* centroids, int64_t k)
+      : d_(d), centroids_(centroids), k_(k), xt_storage_((d * kVecsPerTile + 1) * sizeof(vec)),
+        padded_(P * d) {
+    void* p = xt_storage_.data();  // aligned by hand: std::vector<char> guarantees 16 bytes
+    size_t space = xt_storage_.size();
+    xt_ = static_cast<vec*>(std::align(64, d * kVecsPerTile * sizeof(vec), p, space));
+    switch (d) {  // the sub-vector lengths of common PQ and scalar configurations
+      case 1: fn_ = &assign_tile<acc_t, 1>; break;
+      case 2: fn_ = &assign_tile<acc_t, 2>; break;
+      case 4: fn_ = &assign_tile<acc_t, 4>; break;
+      case 8: fn_ = &assign_tile<acc_t, 8>; break;
+      default: fn_ = &assign_tile<acc_t, 0>;
+    }
+  }
+
+  // Labels and squared distances of points [s, s + m) of x, m <= P.
+  void operator()(const acc_t* x, int64_t s, int m, int32_t* labels, acc_t* best) {
+    const acc_t* tile = x + s * d_;
+    if (m < P) {
+      std::fill(padded_.begin(), padded_.end(), acc_t(0));
+      std::copy(tile, tile + static_cast<int64_t>(m) * d_, padded_.begin());
+      tile = padded_.data();
+    }
+    fn_(tile, d_, centroids_, k_, xt_, labels, best);
+  }
+
+ private:
+  int d_;
+  const acc_t* centroids_;
+  int64_t k_;
+  std::vector<char> xt_storage_;
+  std::vector<acc_t> padded_;
+  vec* xt_;
+  void (*fn_)(const acc_t*, int, const acc_t*, int64_t, vec*, int32_t*, acc_t*);
+};
+
+// kmeans_assign over one chunk of n points.
+template <typename acc_t>
+void assign_chunk(const acc_t* x, int64_t n, int d, const acc_t* centroids, int64_t k,
+                  int64_t* labels, acc_t* sqdist) {
+  constexpr int P = tile_points<acc_t>();
+  TileAssigner<acc_t> assign(d, centroids, k);
+  int32_t lab[P];
+  acc_t best[P];
+  for (int64_t s = 0; s < n; s += P) {
+    const int m = static_cast<int>(std::min<int64_t>(P, n - s));
+    assign(x, s, m, lab, best);
+    for (int t = 0; t < m; ++t) {
+      labels[s + t] = lab[t];
+      sqdist[s + t] = best[t];
+    }
+  }
+}
+
+// One point's share of a cluster's weighted sum; false when its weight is invalid.
+template <typename acc_t>
+inline bool accumulate_point(double* row, int d, int64_t k, const acc_t* x, acc_t w, int64_t j) {
+  kmeans::accumulate<double>(row + j * d, row + k * d + j, x, static_cast<double>(w), d);
+  return kmeans::valid_weight(w);
+}
+
+// gwk_lloyd_step over one chunk: assign, then accumulate into the task's row. False on a bad weight.
+template <typename acc_t>
+bool lloyd_chunk(const acc_t* x, const acc_t* w, int64_t n, int d, const acc_t* centroids,
+                 int64_t k, int64_t* labels, double* row) {
+  constexpr int P = tile_points<acc_t>();
+  TileAssigner<acc_t> assign(d, centroids, k);
+  int32_t lab[P];
+  acc_t best[P];
+  bool ok = true;
+  double inertia = 0;
+  for (int64_t s = 0; s < n; s += P) {
+    const int m = static_cast<int>(std::min<int64_t>(P, n - s));
+    assign(x, s, m, lab, best);
+    for (int t = 0; t < m; ++t) {
+      const acc_t wt = w != nullptr ? w[s + t] : acc_t(1);
+      ok &= accumulate_point(row, d, k, x + (s + t) * d, wt, lab[t]);
+      inertia += static_cast<double>(wt) * static_cast<double>(best[t]);
+      labels[s + t] = lab[t];
+    }
+  }
+  row[k * (d + 1)] += inertia;
+  return ok;
+}
+
+// cluster_reduce over one chunk with given labels. Returns 0, or 1 for a bad label, 2 a bad weight.
+template <typename acc_t>
+inline int reduce_chunk(const acc_t* x, const acc_t* w, const int64_t* labels, int64_t n, int d,
+                            int64_t k, double* row) {
+  bool weights_ok = true;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t j = labels[i];
+    if (j < 0 || j >= k) return 1;
+    weights_ok &= accumulate_point(row, d, k, x + i * d, w != nullptr ? w[i] : acc_t(1), j);
+  }
+  return weights_ok ? 0 : 2;
+}
+
+
+// Runs body(b, begin, n, row) for every task in parallel; `rows` is [tasks, plan.row] doubles.
+template <typename Body>
+void for_each_task(const TaskPlan& plan, int64_t N, at::Tensor* rows, const Body& body) {
+  double* base = rows != nullptr ? rows->mutable_data_ptr<double>() : nullptr;
+  at::parallel_for(0, plan.tasks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t task = first; task < last; ++task) {
+      const int64_t b = task / plan.chunks_per_problem;
+      const int64_t begin = (task % plan.chunks_per_problem) * plan.chunk;
+      const int64_t n = std::max<int64_t>(0, std::min(plan.chunk, N - begin));
+      body(b, begin, n, base != nullptr ? base + task * plan.row : nullptr);
+    }
+  });
+}
+
+// Adds up the task rows of each problem: [B, plan.row] doubles.
+at::Tensor sum_task_rows(const at::Tensor& rows, const TaskPlan& plan, int64_t B) {
+  return rows.view({B, plan.chunks_per_problem, plan.row}).sum(1);
+}
+
+std::tuple<at::Tensor, at::Tensor> kmeans_assign_cpu(const at::Tensor& x_in, const at::Tensor& c_in) {
+  const auto in = prepare_inputs("kmeans_assign", x_in, std::nullopt, &c_in, nullptr, 0);
+  auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
+  auto sqdist = at::empty({in.B, in.N}, in.x.options());
+  const TaskPlan plan(in.B, in.N, in.k, in.d);
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "kmeans_assign_cpu", [&] {
+    const scalar_t* x = in.x.const_data_ptr<scalar_t>();
+    const scalar_t* c = in.centroids.const_data_ptr<scalar_t>();
+    int64_t* lab = labels.mutable_data_ptr<int64_t>();
+    scalar_t* dist = sqdist.mutable_data_ptr<scalar_t>();
+    for_each_task(plan, in.N, nullptr, [&](int64_t b, int64_t begin, int64_t n, double*) {
+      const int64_t at = b * in.N + begin;
+      assign_chunk(x + at * in.d, n, static_cast<int>(in.d), c + b * in.k * in.d, in.k, lab + at,
+                   dist + at);
+    });
+  });
+  return {labels, sqdist};
+}
+
+std::tuple<at::Tensor, at::Tensor> cluster_reduce_cpu(const at::Tensor& x_in,
+                                                      const std::optional<at::Tensor>& weight,
+                                                      const at::Tensor& labels_in, int64_t k) {
+  const auto in = prepare_inputs("cluster_reduce", x_in, weight, nullptr, &labels_in, k);
+  const TaskPlan plan(in.B, in.N, in.k, in.d);
+  auto rows = at::zeros({plan.tasks, plan.row}, in.x.options().dtype(at::kDouble));
+  std::atomic<int> status{0};
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "cluster_reduce_cpu", [&] {
+    const scalar_t* x = in.x.const_data_ptr<scalar_t>();
+    const scalar_t* w = in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr;
+    const int64_t* lab = in.labels.const_data_ptr<int64_t>();
+    for_each_task(plan, in.N, &rows, [&](int64_t b, int64_t begin, int64_t n, double* row) {
+      const int64_t at = b * in.N + begin;
+      const int s = reduce_chunk(x + at * in.d, w != nullptr ? w + at : nullptr, lab + at, n,
+                                 static_cast<int>(in.d), in.k, row);
+      if (s != 0) status.store(s, std::memory_order_relaxed);
+    });
+  });
+  TORCH_CHECK(status.load() != 1, describe_bad_label("cluster_reduce", in.labels, in.k));
+  TORCH_CHECK(status.load() != 2, describe_bad_weight("cluster_reduce", in.weight));
+  const auto totals = sum_task_rows(rows, plan, in.B);
+  auto sums = totals.narrow(1, 0, in.k * in.d).reshape({in.B, in.k, in.d}).to(in.acc);
+  auto weight_sums = totals.narrow(1, in.k * in.d, in.k).to(in.acc);
+  return {sums, weight_sums};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cpu(
+    const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in) {
+  const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
+  const TaskPlan plan(in.B, in.N, in.k, in.d);
+  auto rows = at::zeros({plan.tasks, plan.row}, in.x.options().dtype(at::kDouble));
+  auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
+  std::atomic<bool> weights_ok{true};
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_step_cpu", [&] {
+    const scalar_t* x = in.x.const_data_ptr<scalar_t>();
+    const scalar_t* w = in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* c = in.centroids.const_data_ptr<scalar_t>();
+    int64_t* lab = labels.mutable_data_ptr<int64_t>();
+    for_each_task(plan, in.N, &rows, [&](int64_t b, int64_t begin, int64_t n, double* row) {
+      const int64_t at = b * in.N + begin;
+      const bool ok = lloyd_chunk(x + at * in.d, w != nullptr ? w + at : nullptr, n,
+                                  static_cast<int>(in.d), c + b * in.k * in.d, in.k, lab + at, row);
+      if (!ok) weights_ok.store(false, std::memory_order_relaxed);
+    });
+  });
+  TORCH_CHECK(weights_ok.load(), describe_bad_weight("gwk_lloyd_step", in.weight));
+  const auto totals = sum_task_rows(rows, plan, in.B);
+  auto new_centroids = at::empty_like(in.centroids);
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_update_cpu", [&] {
+    const double* t = totals.const_data_ptr<double>();
+    const scalar_t* old_c = in.centroids.const_data_ptr<scalar_t>();
+    scalar_t* new_c = new_centroids.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, in.B * in.k, 256, [&](int64_t first, int64_t last) {
+      for (int64_t bj = first; bj < last; ++bj) {
+        const int64_t b = bj / in.k, j = bj % in.k;
+        const double* row = t + b * plan.row;
+        kmeans::update_centroid(row + j * in.d, row[in.k * in.d + j], old_c + bj * in.d,
+                                static_cast<int>(in.d), new_c + bj * in.d);
+      }
+    });
+  });
+  auto cluster_weight = totals.narrow(1, in.k * in.d, in.k).to(in.acc);
+  auto inertia = totals.select(1, in.k * (in.d + 1)).to(in.acc);
+  return {new_centroids, labels, cluster_weight, inertia};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gwkcuda, CPU, m) {
+  m.impl("kmeans_assign", &kmeans_assign_cpu);
+  m.impl("cluster_reduce", &cluster_reduce_cpu);
+  m.impl("gwk_lloyd_step", &gwk_lloyd_step_cpu);
+}
+
+}  // namespace gwk

@@ -1,0 +1,175 @@
+// CUDA implementation of kmeans_assign, cluster_reduce and gwk_lloyd_step: one thread per point
+// (grid-stride over all B * N points), the math of csrc/core/kmeans.h, cluster sums accumulated
+// with atomics in the accumulation dtype (float32, or float64 for float64 x), then one thread per
+// centroid for the update. The caller's current stream throughout.
+//
+// Only ATen/c10 headers here, never torch/extension.h: it doubles the compile time of a .cu file.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "../core/kmeans.h"
+#include "../kmeans_checks.h"
+
+namespace gwk {
+namespace {
+
+constexpr int kThreads = 256;
+
+int blocks_for(int64_t items) {
+  const int64_t wanted = (items + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 65535 * 8)));
+}
+
+struct AtomicAdd {
+  template <typename T>
+  __device__ void operator()(T* p, T v) const { atomicAdd(p, v); }
+};
+
+#define GWK_FOR_EACH_POINT(idx, total)                                                   \
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < (total); \
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+template <typename acc_t>
+__global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ centroids,
+                              int64_t N, int64_t total, int d, int64_t k, int64_t* __restrict__ labels,
+                              acc_t* __restrict__ sqdist) {
+  GWK_FOR_EACH_POINT(p, total) {
+    const int64_t b = p / N;
+    acc_t best;
+    labels[p] = kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best);
+    sqdist[p] = best;
+  }
+}
+
+// Assign (when centroids are given) or read labels, then accumulate. bad: 1 = label, 2 = weight.
+template <typename acc_t>
+__global__ void accumulate_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ weight,
+                                  const acc_t* __restrict__ centroids, int64_t* __restrict__ labels,
+                                  int64_t N, int64_t total, int d, int64_t k, acc_t* __restrict__ sums,
+                                  acc_t* __restrict__ wsums, acc_t* __restrict__ inertia,
+                                  int* __restrict__ bad) {
+  GWK_FOR_EACH_POINT(p, total) {
+    const int64_t b = p / N;
+    acc_t best = 0;
+    int64_t j;
+    if (centroids != nullptr) {
+      j = kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best);
+      labels[p] = j;
+    } else {
+      j = labels[p];
+      if (j < 0 || j >= k) {
+        atomicExch(bad, 1);
+        continue;
+      }
+    }
+    const acc_t w = weight != nullptr ? weight[p] : acc_t(1);
+    if (!kmeans::valid_weight(w)) atomicExch(bad, 2);
+    kmeans::accumulate<acc_t>(sums + (b * k + j) * d, wsums + b * k + j, x + p * d, w, d, AtomicAdd());
+    if (inertia != nullptr) atomicAdd(inertia + b, w * best);
+  }
+}
+
+template <typename acc_t>
+__global__ void update_kernel(const acc_t* __restrict__ sums, const acc_t* __restrict__ wsums,
+                              const acc_t* __restrict__ old_centroids, int64_t total, int d,
+                              acc_t* __restrict__ new_centroids) {
+  GWK_FOR_EACH_POINT(bj, total) {
+    kmeans::update_centroid(sums + bj * d, wsums[bj], old_centroids + bj * d, d,
+                            new_centroids + bj * d);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> kmeans_assign_cuda(const at::Tensor& x_in, const at::Tensor& c_in) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto in = prepare_inputs("kmeans_assign", x_in, std::nullopt, &c_in, nullptr, 0);
+  auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
+  auto sqdist = at::empty({in.B, in.N}, in.x.options());
+  const int64_t total = in.B * in.N;
+  if (total == 0) return {labels, sqdist};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "kmeans_assign_cuda", [&] {
+    assign_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
+        static_cast<int>(in.d), in.k, labels.mutable_data_ptr<int64_t>(),
+        sqdist.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {labels, sqdist};
+}
+
+// Launches accumulate_kernel and raises on a flagged label or weight (reading the flag syncs).
+void accumulate_checked(const char* op, const KMeansInputs& in, at::Tensor& labels, at::Tensor& sums,
+                        at::Tensor& wsums, at::Tensor* inertia) {
+  const int64_t total = in.B * in.N;
+  if (total == 0) return;
+  auto bad = at::zeros({1}, in.x.options().dtype(at::kInt));
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "accumulate_cuda", [&] {
+    accumulate_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        in.x.const_data_ptr<scalar_t>(),
+        in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr,
+        in.centroids.defined() ? in.centroids.const_data_ptr<scalar_t>() : nullptr,
+        labels.mutable_data_ptr<int64_t>(), in.N, total, static_cast<int>(in.d), in.k,
+        sums.mutable_data_ptr<scalar_t>(), wsums.mutable_data_ptr<scalar_t>(),
+        inertia != nullptr ? inertia->mutable_data_ptr<scalar_t>() : nullptr,
+        bad.mutable_data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  const int status = bad.item<int>();
+  TORCH_CHECK(status != 1, describe_bad_label(op, labels, in.k));
+  TORCH_CHECK(status != 2, describe_bad_weight(op, in.weight));
+}
+
+std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
+                                                       const std::optional<at::Tensor>& weight,
+                                                       const at::Tensor& labels_in, int64_t k) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto in = prepare_inputs("cluster_reduce", x_in, weight, nullptr, &labels_in, k);
+  auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
+  auto wsums = at::zeros({in.B, in.k}, in.x.options());
+  auto labels = in.labels;  // read only: no centroids are given
+  accumulate_checked("cluster_reduce", in, labels, sums, wsums, nullptr);
+  return {sums, wsums};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cuda(
+    const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
+  auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
+  auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
+  auto wsums = at::zeros({in.B, in.k}, in.x.options());
+  auto inertia = at::zeros({in.B}, in.x.options());
+  accumulate_checked("gwk_lloyd_step", in, labels, sums, wsums, &inertia);
+  auto new_centroids = at::empty_like(in.centroids);
+  const int64_t total = in.B * in.k;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_update_cuda", [&] {
+    update_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        sums.const_data_ptr<scalar_t>(), wsums.const_data_ptr<scalar_t>(),
+        in.centroids.const_data_ptr<scalar_t>(), total, static_cast<int>(in.d),
+        new_centroids.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {new_centroids, labels, wsums, inertia};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gwkcuda, CUDA, m) {
+  m.impl("kmeans_assign", &kmeans_assign_cuda);
+  m.impl("cluster_reduce", &cluster_reduce_cuda);
+  m.impl("gwk_lloyd_step", &gwk_lloyd_step_cuda);
+}
+
+}  // namespace gwk

@@ -1,0 +1,41 @@
+// Input validation of the k-means op family, shared by the CPU and CUDA entry points.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <optional>
+
+#include <string>
+
+namespace gwk {
+
+// x [B, N, d] floating point; centroids [B, k, d] with k >= 1, same B and d.
+void check_points_and_centroids(const char* op, const at::Tensor& x, const at::Tensor& centroids);
+
+// weight (when defined) [B, N] floating point, matching x.
+void check_weight(const char* op, const at::Tensor& x, const at::Tensor& weight);
+
+// labels [B, N] int64 (or int32) matching x; k >= 1.
+void check_labels(const char* op, const at::Tensor& x, const at::Tensor& labels, int64_t k);
+
+// Accumulation dtype of an op over x: float64 for float64 x, float32 otherwise (float16 and
+// bfloat16 inputs are accumulated in float32).
+at::ScalarType accumulate_type(const at::Tensor& x);
+
+// The inputs of a k-means op after validation: contiguous, in the accumulation dtype (labels as
+// int64); undefined tensors for what the op does not take.
+struct KMeansInputs {
+  at::Tensor x, weight, centroids, labels;
+  at::ScalarType acc = at::kFloat;
+  int64_t B = 0, N = 0, d = 0, k = 0;
+};
+
+// Validates and prepares the inputs of `op`: pass centroids for the ops that take them (k is then
+// theirs), labels and k for cluster_reduce.
+KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                            const at::Tensor* centroids, const at::Tensor* labels, int64_t k);
+
+// Called once a kernel has flagged a bad weight or label: the first offender, by index.
+std::string describe_bad_weight(const char* op, const at::Tensor& weight);
+std::string describe_bad_label(const char* op, const at::Tensor& labels, int64_t k);
+
+}  // namespace gwk

@@ -1,0 +1,269 @@
+"""Batched (gradient-)weighted k-means: B independent problems in one call, on any device.
+
+GWK clusters each layer's sub-vectors with every point weighted by its importance (accumulated |g|
+or g^2), so that centroids are pulled toward the weights the loss is most sensitive to:
+    c_j = sum_{i in cluster j} w_i x_i / sum_{i in cluster j} w_i.
+The heavy lifting is one fused op per iteration, ``torch.ops.gwkcuda.gwk_lloyd_step``.
+
+Problems of different sizes (layers of different shapes) share one call by padding: stack them
+with :func:`stack_problems`, which pads every problem to the longest with zero-weight points and
+returns each problem's length; pass those as ``lengths`` and the padding is ignored (never seeds a
+centroid, never moves one, never counts in the inertia, and gets label -1).
+
+Empty clusters: a cluster left with zero total weight after an iteration is re-seeded by splitting
+the heaviest cluster h of its problem (ties: lowest index): with e = 1e-4 * s * r, where s is the
+root-mean-square spread of the problem's points and r a standard normal vector drawn from a
+generator seeded with (seed, iteration), the empty centroid becomes c_h + e and c_h becomes
+c_h - e; h's weight is then halved between the two before the next empty cluster is served.
+The rule is deterministic for a given seed.
+"""
+import warnings
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+
+from . import ops
+
+SPLIT_SCALE = 1e-4
+
+
+class KMeansResult(NamedTuple):
+    """centroids [k, d] (or [B, k, d]); labels int64 [N] (or [B, N]; -1 on padding); inertia:
+    sum of weight * squared distance to the final centroids, a 0-d tensor (or [B]); n_iter: the
+    Lloyd iterations run (the largest over the batch)."""
+    centroids: torch.Tensor
+    labels: torch.Tensor
+    inertia: torch.Tensor
+    n_iter: int
+
+
+def stack_problems(xs: Sequence[torch.Tensor], weights: Optional[Sequence[torch.Tensor]] = None):
+    """Pads problems of different sizes into one batch.
+
+    Args:
+        xs: B tensors [N_b, d] (same d, dtype and device).
+        weights: None or B tensors [N_b].
+    Returns:
+        (x [B, max N_b, d], weight [B, max N_b] or None, lengths int64 [B]); padding is zeros.
+    """
+    if len(xs) == 0:
+        raise ValueError("stack_problems: expected at least one problem, got none")
+    d = xs[0].shape[-1]
+    for i, t in enumerate(xs):
+        if t.dim() != 2 or t.shape[1] != d:
+            raise ValueError(f"stack_problems: expected every problem of shape [N, {d}], got "
+                             f"{tuple(t.shape)} for problem {i}")
+    lengths = torch.tensor([t.shape[0] for t in xs], dtype=torch.int64)
+    n_max = int(lengths.max())
+    x = xs[0].new_zeros(len(xs), n_max, d)
+    for i, t in enumerate(xs):
+        x[i, : t.shape[0]] = t
+    w = None
+    if weights is not None:
+        if len(weights) != len(xs):
+            raise ValueError(f"stack_problems: expected {len(xs)} weight tensors, got {len(weights)}")
+        w = x.new_zeros(len(xs), n_max, dtype=weights[0].dtype)
+        for i, (t, wt) in enumerate(zip(xs, weights)):
+            if wt.shape != (t.shape[0],):
+                raise ValueError(f"stack_problems: expected weight [{t.shape[0]}] for problem {i}, "
+                                 f"got {tuple(wt.shape)}")
+            w[i, : t.shape[0]] = wt
+    return x, w, lengths
+
+
+def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int,
+                    iters: int = 50, tol: float = 1e-4,
+                    init: Union[str, torch.Tensor] = "kmeans++", seed: int = 0,
+                    lengths: Optional[Union[torch.Tensor, Sequence[int]]] = None) -> KMeansResult:
+    """Weighted k-means (Lloyd) of one problem or a batch of B problems.
+
+    Args:
+        x: points [N, d] or [B, N, d]; float32/float64 (float16/bfloat16 computed in float32).
+        weight: importances [N] or [B, N] (|g|, g^2, ...), finite and >= 0; None means all 1.
+            A problem whose weights are all zero is clustered with uniform weights (with a warning).
+        k: clusters per problem, 1 <= k <= N (the problem's length when ``lengths`` is given).
+        iters: the most Lloyd iterations.
+        tol: stop once every problem's centroids moved by at most tol * (mean per-coordinate
+            variance of its points) in squared Frobenius norm (scikit-learn's rule); 0 runs to a
+            fixed point or ``iters``.
+        init: "kmeans++" (weighted k-means++ seeding) or initial centroids [k, d] / [B, k, d].
+        seed: seeds k-means++ and the empty-cluster rule.
+        lengths: per-problem lengths [B] when problems are padded (see :func:`stack_problems`).
+    Returns:
+        KMeansResult(centroids, labels, inertia, n_iter); batch dimension as in x.
+    """
+    batched = _check_x(x)
+    xb = x if batched else x.unsqueeze(0)
+    B, N, d = xb.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    valid = _valid_mask(lengths, B, N, x.device)
+    n_valid = valid.sum(1)
+    _check_k(k, int(n_valid.min()))
+    if not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"weighted_kmeans: expected iters an int >= 0, got {iters!r}")
+    if not tol >= 0:
+        raise ValueError(f"weighted_kmeans: expected tol >= 0, got {tol!r}")
+    if not bool(torch.isfinite(xb[valid]).all()):
+        bad = (~torch.isfinite(xb) & valid[..., None]).nonzero()[0].tolist()
+        raise ValueError(f"weighted_kmeans: expected finite points, got {xb[tuple(bad)].item()} at "
+                         f"x{bad if batched else bad[1:]}")
+    w = _effective_weight(weight, batched, B, N, valid, acc, x.device)
+
+    if isinstance(init, str):
+        if init != "kmeans++":
+            raise ValueError(f"weighted_kmeans: expected init 'kmeans++' or a tensor, got {init!r}")
+        centroids = kmeanspp_init(xb, w, k, seed)
+    else:
+        centroids = _check_init(init, batched, B, k, d).to(device=x.device, dtype=acc).contiguous()
+
+    xs = xb.to(acc)
+    thresholds = tol * _mean_variance(xs, valid, n_valid)
+    scale = _spread(xs, valid, n_valid)
+    n_iter = 0
+    for it in range(iters):
+        new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, centroids)
+        _split_empty_clusters(new, cluster_weight, scale, seed, it)
+        shift = ((new - centroids) ** 2).sum((1, 2))
+        centroids = new
+        n_iter = it + 1
+        if bool((shift <= thresholds).all()):
+            break
+    labels, sqdist = ops.kmeans_assign(xb, centroids)
+    inertia = (w * sqdist).sum(1)
+    labels = labels.masked_fill(~valid, -1)
+    if not batched:
+        return KMeansResult(centroids[0], labels[0], inertia[0], n_iter)
+    return KMeansResult(centroids, labels, inertia, n_iter)
+
+
+def kmeanspp_init(x: torch.Tensor, weight: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """Weighted k-means++ seeding of B problems at once.
+
+    The first centroid is a point drawn with probability proportional to its weight; each next
+    one a point drawn with probability proportional to weight * squared distance to the nearest
+    centroid chosen so far (proportional to weight alone if every weighted point is already a
+    centroid). x [B, N, d], weight [B, N] (zero on padding) -> centroids [B, k, d].
+    """
+    B, N, d = x.shape
+    acc = weight.dtype
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    xs = x.to(acc)
+    rows = torch.arange(B, device=x.device)
+    centroids = xs.new_empty(B, k, d)
+    nearest = None
+    for j in range(k):
+        p = weight if nearest is None else weight * nearest
+        exhausted = p.sum(1) <= 0
+        if bool(exhausted.any()):
+            p = torch.where(exhausted[:, None], weight, p)
+        idx = _sample(p, gen)
+        centroids[:, j] = xs[rows, idx]
+        dist = ((xs - centroids[:, j, None, :]) ** 2).sum(-1)
+        nearest = dist if nearest is None else torch.minimum(nearest, dist)
+    return centroids
+
+
+def _sample(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One index per row of p [B, N] (non-negative, positive sum), drawn proportionally to p.
+    Inverse-CDF sampling: no 2**24 category limit, and zero-probability entries never drawn."""
+    cdf = p.to(torch.float64).cumsum(1)
+    u = torch.rand(p.shape[0], 1, generator=gen, device=p.device, dtype=torch.float64) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(1)
+    return idx.clamp_max(p.shape[1] - 1)
+
+
+def _split_empty_clusters(centroids, cluster_weight, scale, seed, iteration):
+    """The empty-cluster rule of the module docstring, applied in place."""
+    empty = cluster_weight <= 0
+    if not bool(empty.any()):
+        return
+    gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + iteration)
+    weight = cluster_weight.clone()
+    for b, j in empty.nonzero().tolist():
+        h = int(torch.argmax(weight[b]))  # first maximum: the lowest index wins a tie
+        if weight[b, h] <= 0:
+            continue  # nothing to split: every point of this problem has weight zero
+        e = SPLIT_SCALE * scale[b] * torch.randn(centroids.shape[2], generator=gen, dtype=torch.float64)
+        e = e.to(device=centroids.device, dtype=centroids.dtype)
+        centroids[b, j] = centroids[b, h] + e
+        centroids[b, h] = centroids[b, h] - e
+        weight[b, h] = weight[b, j] = weight[b, h] / 2
+
+
+def _check_x(x) -> bool:
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
+        raise ValueError("weighted_kmeans: expected x of shape [N, d] or [B, N, d], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"weighted_kmeans: expected floating-point x, got {x.dtype}")
+    if x.shape[-1] < 1 or x.shape[-2] < 1:
+        raise ValueError(f"weighted_kmeans: expected at least one point of length >= 1, got x of "
+                         f"shape {tuple(x.shape)}")
+    return x.dim() == 3
+
+
+def _check_k(k, n):
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > n:
+        raise ValueError(f"weighted_kmeans: expected k an int in 1..N = 1..{n} (N: points per "
+                         f"problem), got {k!r}")
+
+
+def _valid_mask(lengths, B, N, device):
+    if lengths is None:
+        return torch.ones(B, N, dtype=torch.bool, device=device)
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > N).any()):
+        raise ValueError(f"weighted_kmeans: expected lengths [B] = [{B}] with values in 1..{N}, got "
+                         f"{lengths.tolist()}")
+    return torch.arange(N)[None, :] < lengths[:, None].cpu()
+
+
+def _effective_weight(weight, batched, B, N, valid, acc, device):
+    valid = valid.to(device)
+    if weight is None:
+        return valid.to(acc)
+    expected = (B, N) if batched else (N,)
+    if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
+        got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"weighted_kmeans: expected weight of shape {list(expected)}, got {got}")
+    if weight.device != device:
+        raise ValueError(f"weighted_kmeans: expected weight on {device}, got {weight.device}")
+    w = (weight if batched else weight.unsqueeze(0)).to(acc)
+    bad = valid & ~(torch.isfinite(w) & (w >= 0))
+    if bool(bad.any()):
+        idx = bad.nonzero()[0].tolist()
+        where = idx if batched else idx[1:]
+        raise ValueError(f"weighted_kmeans: expected every weight finite and >= 0, got "
+                         f"{w[tuple(idx)].item()} at weight{where}")
+    w = torch.where(valid, w, torch.zeros((), dtype=acc, device=device))
+    dead = w.sum(1) <= 0
+    if bool(dead.any()):
+        problems = dead.nonzero().flatten().tolist()
+        warnings.warn(f"weighted_kmeans: every weight is zero in problem(s) {problems}; clustering "
+                      "them with uniform weights", RuntimeWarning, stacklevel=3)
+        w = torch.where(dead[:, None] & valid, torch.ones((), dtype=acc, device=device), w)
+    return w.contiguous()
+
+
+def _check_init(init, batched, B, k, d):
+    expected = (B, k, d) if batched else (k, d)
+    if not isinstance(init, torch.Tensor) or tuple(init.shape) != expected:
+        got = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
+        raise ValueError(f"weighted_kmeans: expected init centroids of shape {list(expected)}, got {got}")
+    if not bool(torch.isfinite(init).all()):
+        raise ValueError("weighted_kmeans: expected finite init centroids")
+    return init if batched else init.unsqueeze(0)
+
+
+def _mean_variance(xs, valid, n_valid):
+    """Per problem: the mean over coordinates of the (unweighted) variance of its points."""
+    m = valid[..., None].to(xs.device, xs.dtype)
+    n = n_valid.to(xs.device, xs.dtype)[:, None]
+    mean = (xs * m).sum(1) / n
+    var = (((xs - mean[:, None]) ** 2) * m).sum(1) / n
+    return var.mean(1)
+
+
+def _spread(xs, valid, n_valid):
+    s = _mean_variance(xs, valid, n_valid).sqrt()
+    return torch.where(s > 0, s, torch.ones_like(s)).cpu()

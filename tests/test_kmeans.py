@@ -1,0 +1,256 @@
+"""The k-means ops against the pure-PyTorch reference, weighted_kmeans against scikit-learn."""
+import numpy as np
+import pytest
+import torch
+
+from gwkcuda import ops, reference
+from gwkcuda.kmeans import kmeanspp_init, stack_problems, weighted_kmeans
+
+from .conftest import needs_cuda
+
+sklearn_cluster = pytest.importorskip("sklearn.cluster")
+
+N_ODD = 1009  # a prime: not a multiple of any tile, vector width or chunk
+
+
+def problem(B, N, d, k, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, N, d, generator=gen, dtype=torch.float64)
+    w = torch.rand(B, N, generator=gen, dtype=torch.float64)
+    c = torch.stack([x[b, torch.randperm(N, generator=gen)[:k]] for b in range(B)])
+    return x.to(dtype), w.to(dtype if dtype in (torch.float32, torch.float64) else torch.float32), c
+
+
+def assert_close(actual, expected, rtol):
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    scale = expected.abs().max().clamp_min(1e-30)
+    assert (actual - expected).abs().max() <= rtol * scale, (actual - expected).abs().max()
+
+
+# --- the ops against the reference -----------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B, d, k", [(1, 1, 2), (7, 3, 5), (1, 8, 256), (7, 1, 256), (2, 9, 7), (3, 16, 4)])
+def test_ops_match_reference(device, dtype, B, d, k):
+    x, w, c = problem(B, N_ODD, d, k, dtype)
+    x, w, c = x.to(device), w.to(device), c.float().to(device)
+    labels, sqdist = ops.kmeans_assign(x, c)
+    ref_labels, ref_sqdist = reference.kmeans_assign(x.cpu(), c.cpu())
+    assert labels.dtype == torch.int64 and torch.equal(labels.cpu(), ref_labels)
+    assert_close(sqdist, ref_sqdist, 1e-5)
+
+    sums, wsums = ops.cluster_reduce(x, w, labels, k)
+    ref_sums, ref_wsums = reference.cluster_reduce(x.cpu(), w.cpu(), ref_labels, k)
+    assert_close(sums, ref_sums, 1e-5)
+    assert_close(wsums, ref_wsums, 1e-5)
+
+    new, step_labels, cw, inertia = ops.gwk_lloyd_step(x, w, c)
+    ref = reference.gwk_lloyd_step(x.cpu(), w.cpu(), c.cpu())
+    assert torch.equal(step_labels.cpu(), ref[1])
+    for got, want in [(new, ref[0]), (cw, ref[2]), (inertia, ref[3])]:
+        assert_close(got, want, 1e-5)
+
+
+def test_unweighted_reduce_counts_points(device):
+    x, _, c = problem(2, N_ODD, 3, 5)
+    labels, _ = ops.kmeans_assign(x.to(device), c.to(device))
+    sums, counts = ops.cluster_reduce(x.to(device), None, labels, 5)
+    assert torch.equal(counts.cpu(), torch.stack([torch.bincount(l, minlength=5) for l in labels.cpu()]).float())
+    new, _, _, _ = ops.gwk_lloyd_step(x.to(device), None, c.to(device))
+    assert_close(new, sums / counts[..., None], 1e-6)
+
+
+def test_ties_go_to_the_lowest_index(device):
+    x = torch.tensor([[[0.0], [1.0], [0.5]]], device=device)
+    c = torch.tensor([[[1.0], [0.0], [0.0], [1.0]]], device=device)  # duplicates, and 0.5 equidistant
+    labels, _ = ops.kmeans_assign(x, c)
+    assert labels.tolist() == [[1, 0, 0]]
+
+
+def test_zero_weight_cluster_keeps_its_centroid(device):
+    x = torch.tensor([[[0.0], [0.1], [5.0]]], device=device)
+    w = torch.tensor([[1.0, 1.0, 0.0]], device=device)
+    c = torch.tensor([[[0.0], [5.0], [100.0]]], device=device)  # cluster 1: zero weight; 2: empty
+    new, labels, cw, inertia = ops.gwk_lloyd_step(x, w, c)
+    assert new[0, :, 0].tolist() == pytest.approx([0.05, 5.0, 100.0])
+    assert cw.tolist() == [[2.0, 0.0, 0.0]]
+    assert inertia.item() == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("op", ["kmeans_assign", "cluster_reduce", "gwk_lloyd_step"])
+def test_opcheck(device, op):
+    x, w, c = problem(3, 101, 3, 5)
+    x, w, c = x.to(device), w.to(device), c.to(device)
+    labels, _ = ops.kmeans_assign(x, c)
+    args = {"kmeans_assign": (x, c), "cluster_reduce": (x, w, labels, 5),
+            "gwk_lloyd_step": (x, w, c)}[op]
+    torch.library.opcheck(getattr(torch.ops.gwkcuda, op).default, args)
+
+
+@needs_cuda
+@pytest.mark.parametrize("B, d, k", [(1, 1, 2), (7, 3, 5), (1, 8, 256), (7, 1, 256)])
+def test_cpu_and_cuda_agree(B, d, k):
+    x, w, c = problem(B, 20_011, d, k)
+    cpu = ops.gwk_lloyd_step(x, w, c)
+    gpu = ops.gwk_lloyd_step(x.cuda(), w.cuda(), c.cuda())
+    assert torch.equal(cpu[1], gpu[1].cpu())
+    for a, b in zip((cpu[0], cpu[2], cpu[3]), (gpu[0], gpu[2], gpu[3])):
+        assert_close(b, a, 1e-5)
+    r_cpu = weighted_kmeans(x, w, k=k, iters=5, tol=0.0, init=c)
+    r_gpu = weighted_kmeans(x.cuda(), w.cuda(), k=k, iters=5, tol=0.0, init=c.cuda())
+    assert_close(r_gpu.centroids, r_cpu.centroids, 1e-5)
+
+
+# --- weighted_kmeans against scikit-learn ----------------------------------------------------------
+
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("k", [2, 5, 256])
+@pytest.mark.parametrize("d", [1, 3, 8])
+def test_matches_sklearn(device, d, k, B):
+    # Enough points per cluster that none empties: scikit-learn moves an empty cluster to a far
+    # point, gwkcuda splits the heaviest one (both documented), so the runs agree only without.
+    # float64: scikit-learn's distances (|x|^2 - 2 x.c + |c|^2) round differently from the direct
+    # (x - c)^2 used here; in float32 a point within rounding of a cluster boundary can go either
+    # way, which is a difference of arithmetic, not of algorithm.
+    n = N_ODD if k < 256 else 20_011
+    x, w, c = problem(B, n, d, k, dtype=torch.float64, seed=d * 1000 + k + B)
+    result = weighted_kmeans(x.to(device), w.to(device), k=k, iters=10, tol=0.0, init=c.to(device))
+    assert result.centroids.shape == (B, k, d) and result.labels.shape == (B, n)
+    for b in range(B):
+        km = sklearn_cluster.KMeans(n_clusters=k, init=c[b].numpy(), n_init=1, max_iter=10,
+                                    algorithm="lloyd", tol=0.0)
+        km.fit(x[b].numpy(), sample_weight=w[b].numpy())
+        assert_close(result.centroids[b], torch.from_numpy(km.cluster_centers_), 1e-5)
+        assert np.array_equal(result.labels[b].cpu().numpy(), km.labels_)
+        assert result.inertia[b].item() == pytest.approx(km.inertia_, rel=1e-5)
+
+
+def test_single_problem_shapes_and_sklearn_tolerance():
+    x, w, c = problem(1, N_ODD, 3, 5)
+    result = weighted_kmeans(x[0], w[0], k=5, iters=300, tol=1e-4, init=c[0])
+    km = sklearn_cluster.KMeans(n_clusters=5, init=c[0].numpy(), n_init=1, max_iter=300,
+                                algorithm="lloyd", tol=1e-4).fit(x[0].numpy(), sample_weight=w[0].numpy())
+    assert result.centroids.shape == (5, 3) and result.labels.shape == (N_ODD,)
+    assert result.inertia.dim() == 0
+    assert_close(result.centroids, torch.from_numpy(km.cluster_centers_), 1e-4)
+
+
+def test_weights_pull_centroids():
+    # Two points in one cluster: the centroid sits at their weighted mean.
+    x = torch.tensor([[0.0], [1.0]])
+    result = weighted_kmeans(x, torch.tensor([3.0, 1.0]), k=1, iters=5)
+    assert result.centroids.item() == pytest.approx(0.25)
+
+
+def test_kmeanspp_is_seeded_and_skips_zero_weights():
+    x, w, _ = problem(3, 500, 2, 4)
+    w[:, ::2] = 0
+    a = kmeanspp_init(x, w, 16, seed=3)
+    b = kmeanspp_init(x, w, 16, seed=3)
+    assert torch.equal(a, b)
+    for bb in range(3):
+        chosen = (x[bb][None] == a[bb][:, None]).all(-1).nonzero()[:, 1]
+        assert (chosen % 2 == 1).all()
+
+
+def test_padded_problems_match_separate_runs():
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(n, 3, generator=gen) for n in (50, 173, 98)]
+    ws = [torch.rand(n, generator=gen) for n in (50, 173, 98)]
+    x, w, lengths = stack_problems(xs, ws)
+    init = torch.stack([t[:4] for t in xs])
+    batched = weighted_kmeans(x, w, k=4, iters=8, tol=0.0, init=init, lengths=lengths)
+    for b, (xb, wb) in enumerate(zip(xs, ws)):
+        alone = weighted_kmeans(xb, wb, k=4, iters=8, tol=0.0, init=init[b])
+        assert_close(batched.centroids[b], alone.centroids, 1e-6)
+        assert torch.equal(batched.labels[b, : len(xb)], alone.labels)
+        assert (batched.labels[b, len(xb):] == -1).all()
+        assert batched.inertia[b].item() == pytest.approx(alone.inertia.item(), rel=1e-6)
+
+
+def test_empty_cluster_is_reseeded_by_splitting_deterministically():
+    x = torch.cat([torch.zeros(10, 2), torch.ones(30, 2) + 0.01 * torch.randn(30, 2, generator=torch.Generator().manual_seed(1))])
+    init = torch.tensor([[0.0, 0.0], [1.0, 1.0], [50.0, 50.0]])  # the third starts empty
+    a = weighted_kmeans(x, k=3, iters=20, init=init, seed=5)
+    b = weighted_kmeans(x, k=3, iters=20, init=init, seed=5)
+    assert torch.equal(a.centroids, b.centroids)
+    assert (a.centroids[:, 0] < 2).all(), "the empty cluster was not moved into the data"
+    assert torch.bincount(a.labels, minlength=3).min() > 0
+
+
+def test_all_zero_weights_fall_back_to_uniform():
+    x, _, c = problem(2, 200, 2, 3)
+    w = torch.rand(2, 200)
+    w[1] = 0
+    with pytest.warns(RuntimeWarning, match=r"every weight is zero in problem\(s\) \[1\]"):
+        result = weighted_kmeans(x, w, k=3, iters=5, tol=0.0, init=c)
+    uniform = weighted_kmeans(x[1], None, k=3, iters=5, tol=0.0, init=c[1])
+    assert_close(result.centroids[1], uniform.centroids, 1e-6)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf")])
+def test_bad_weight_is_refused(device, value):
+    x, w, c = problem(2, 50, 2, 3)
+    w[1, 17] = value
+    x, w, c = x.to(device), w.to(device), c.to(device)
+    with pytest.raises(ValueError, match=r"expected every weight finite and >= 0, got .* at weight\[1, 17\]"):
+        weighted_kmeans(x, w, k=3)
+    with pytest.raises(RuntimeError, match=r"expected every weight finite and >= 0, got .* at \[1, 17\]"):
+        ops.gwk_lloyd_step(x, w, c)
+    labels, _ = ops.kmeans_assign(x, c)
+    with pytest.raises(RuntimeError, match=r"expected every weight finite and >= 0"):
+        ops.cluster_reduce(x, w, labels, 3)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_points_are_refused(value):
+    x, w, _ = problem(1, 50, 2, 3)
+    x[0, 7, 1] = value
+    with pytest.raises(ValueError, match=r"expected finite points, got .* at x\[7, 1\]"):
+        weighted_kmeans(x[0], w[0], k=3)
+
+
+@pytest.mark.parametrize("k", [0, -1, 51, 2.5])
+def test_bad_k_is_refused(k):
+    x, _, _ = problem(1, 50, 2, 3)
+    with pytest.raises(ValueError, match=r"expected k an int in 1..N = 1..50"):
+        weighted_kmeans(x[0], k=k)
+
+
+def test_shape_mismatches_are_refused(device):
+    x, w, c = problem(2, 50, 3, 4)
+    x, w, c = x.to(device), w.to(device), c.to(device)
+    with pytest.raises(ValueError, match=r"expected weight of shape \[2, 50\]"):
+        weighted_kmeans(x, w[:, :49], k=4)
+    with pytest.raises(ValueError, match=r"expected init centroids of shape \[2, 4, 3\]"):
+        weighted_kmeans(x, w, k=4, init=c[:, :, :2])
+    with pytest.raises(ValueError, match=r"expected x of shape"):
+        weighted_kmeans(x[0, 0], k=1)
+    with pytest.raises(RuntimeError, match=r"expected centroids \[B, k, d\] to match x"):
+        ops.kmeans_assign(x, c[:, :, :2])
+    with pytest.raises(RuntimeError, match=r"expected weight of shape \[B, N\] = \[2, 50\]"):
+        ops.gwk_lloyd_step(x, w[:1], c)
+    with pytest.raises(RuntimeError, match=r"expected labels of shape \[B, N\] = \[2, 50\]"):
+        ops.cluster_reduce(x, w, torch.zeros(2, 49, dtype=torch.int64, device=device), 4)
+    with pytest.raises(RuntimeError, match=r"expected x of shape \[B, N, d\]"):
+        ops.kmeans_assign(x[0], c[0])
+    with pytest.raises(RuntimeError, match=r"expected at least one centroid"):
+        ops.kmeans_assign(x, c[:, :0])
+
+
+@pytest.mark.parametrize("bad", [-1, 4, 100])
+def test_labels_out_of_range_are_refused(device, bad):
+    x, w, _ = problem(2, 50, 3, 4)
+    labels = torch.zeros(2, 50, dtype=torch.int64)
+    labels[1, 9] = bad
+    with pytest.raises(RuntimeError, match=rf"expected every label in \[0, 4\), got {bad} at \[1, 9\]"):
+        ops.cluster_reduce(x.to(device), w.to(device), labels.to(device), 4)
+
+
+def test_integer_points_are_refused():
+    with pytest.raises(TypeError, match="expected floating-point x"):
+        weighted_kmeans(torch.ones(5, 2, dtype=torch.int64), k=2)
+    with pytest.raises(RuntimeError, match="expected x of a floating-point dtype"):
+        ops.kmeans_assign(torch.ones(1, 5, 2, dtype=torch.int64), torch.ones(1, 2, 2))
