@@ -1,7 +1,8 @@
 """Benchmark cases shared by the pytest-benchmark files and bench/report.py.
 
-A case is (group, name, fn, bytes_moved): `fn()` runs the work once (synchronised on CUDA), and
-bytes_moved counts bytes read plus bytes written, the quantity a memory-bound op is judged by.
+A case is (group, name, fn, bytes_moved, baseline): `fn()` runs the work once (synchronised on
+CUDA), bytes_moved counts bytes read plus bytes written, the quantity a memory-bound op is judged
+by, and baseline marks what the group is compared with.
 """
 import torch
 
@@ -37,6 +38,6 @@ def bitpack_cases(device="cpu", numel=BITPACK_NUMEL, nbits_list=BITPACK_NBITS):
             sync()
 
         moved = codes.numel() * codes.element_size() + packed.numel()
-        yield group, "pack_bits", pack, moved
-        yield group, "unpack_bits", unpack, moved
-        yield group, "copy of packed bytes", copy, 2 * packed.numel()
+        yield group, "pack_bits", pack, moved, False
+        yield group, "unpack_bits", unpack, moved, False
+        yield group, "copy of packed bytes", copy, 2 * packed.numel(), True

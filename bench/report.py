@@ -1,5 +1,7 @@
-"""Prints benchmark results as a Markdown table: op, median, GB/s (bytes read + written), and the
-ratio to the baseline of the same group (the last op of each group).
+"""Prints benchmark results as a Markdown table: op, median, GB/s (bytes read + written, where the
+op moves a known number of bytes) and how it compares with the baseline of its group (the row a
+benchmark marks `baseline`): the share of the baseline's GB/s for memory-bound ops, else the
+speed-up (baseline median / median).
 
     python bench/report.py RESULTS.json            # from pytest-benchmark's --benchmark-json
     python bench/report.py --run [--device cuda]   # time the cases here (CUDA events on a GPU)
@@ -34,9 +36,16 @@ def rows_from_json(path):
     info = data.get("machine_info", {})
     machine = f"{info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, " \
               f"{info.get('cpu', {}).get('count', '?')} cores"
-    rows = [(b["group"], b["extra_info"]["op"], b["stats"]["median"], b["extra_info"]["bytes_moved"])
+    rows = [(b["group"], b["extra_info"]["op"], b["stats"]["median"], b["extra_info"]["bytes_moved"],
+             b["extra_info"].get("baseline", False), _note(b["extra_info"]))
             for b in data["benchmarks"]]
     return machine, rows
+
+
+def _note(extra):
+    if "max_rel_diff_vs_sklearn" in extra:
+        return f"centroids within {extra['max_rel_diff_vs_sklearn']:.1e} (relative) of scikit-learn"
+    return ""
 
 
 def rows_from_run(device, repeats):
@@ -45,7 +54,7 @@ def rows_from_run(device, repeats):
     from cases import bitpack_cases
 
     rows = []
-    for group, name, fn, moved in bitpack_cases(device=device):
+    for group, name, fn, moved, baseline in bitpack_cases(device=device):
         fn()  # warm-up
         times = []
         for _ in range(repeats):
@@ -60,24 +69,29 @@ def rows_from_run(device, repeats):
                 t0 = __import__("time").perf_counter()
                 fn()
                 times.append(__import__("time").perf_counter() - t0)
-        rows.append((group, name, statistics.median(times), moved))
+        rows.append((group, name, statistics.median(times), moved, baseline, ""))
     return machine_name(device), rows
 
 
 def print_table(machine, rows):
     print(f"Machine: {machine}")
     print()
-    print("| group | op | median (ms) | GB/s (read + write) | share of baseline GB/s |")
-    print("|---|---|---:|---:|---:|")
+    print("| group | op | median (ms) | GB/s (read + write) | vs baseline | note |")
+    print("|---|---|---:|---:|---:|---|")
     groups = {}
     for row in rows:
         groups.setdefault(row[0], []).append(row)
     for group, members in groups.items():
-        base = members[-1]
-        base_bw = base[3] / base[2]
-        for _, name, median, moved in members:
-            bw = moved / median
-            print(f"| {group} | {name} | {median * 1e3:.2f} | {bw / 1e9:.2f} | {bw / base_bw:.0%} |")
+        base = next((m for m in members if m[4]), members[-1])
+        for _, name, median, moved, is_base, note in sorted(members, key=lambda m: m[4]):
+            if moved:
+                bw = moved / median
+                vs = "baseline" if is_base else f"{bw / (base[3] / base[2]):.0%} of its GB/s"
+                gbs = f"{bw / 1e9:.2f}"
+            else:
+                vs = "baseline" if is_base else f"{base[2] / median:.1f}x faster"
+                gbs = "-"
+            print(f"| {group} | {name} | {median * 1e3:.1f} | {gbs} | {vs} | {note} |")
 
 
 def main():

@@ -34,6 +34,9 @@ struct KMeansInputs {
 KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& weight,
                             const at::Tensor* centroids, const at::Tensor* labels, int64_t k);
 
+// A caller-provided labels buffer: int64 [B, N], contiguous, on x's device.
+void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& labels);
+
 // Called once a kernel has flagged a bad weight or label: the first offender, by index.
 std::string describe_bad_weight(const char* op, const at::Tensor& weight);
 std::string describe_bad_label(const char* op, const at::Tensor& labels, int64_t k);

@@ -29,6 +29,10 @@ TORCH_LIBRARY(gwkcuda, m) {
   // then the weighted mean of each cluster; a cluster with zero total weight keeps its centroid.
   // labels and inertia (sum of weight * squared distance, [B]) refer to the input centroids.
   m.def("gwk_lloyd_step(Tensor x, Tensor? weight, Tensor centroids) -> (Tensor new_centroids, Tensor labels, Tensor cluster_weight, Tensor inertia)");
+  // gwk_lloyd_step writing the labels into a caller's int64 [B, N] buffer: iterating with one
+  // buffer avoids allocating (and page-faulting) B * N * 8 fresh bytes every iteration, which
+  // costs as much as the arithmetic for scalar clustering (bench/bench_kmeans.py).
+  m.def("gwk_lloyd_step_into(Tensor x, Tensor? weight, Tensor centroids, Tensor(a!) labels) -> (Tensor new_centroids, Tensor cluster_weight, Tensor inertia)");
 }
 
 namespace {

@@ -103,11 +103,12 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
         raise ValueError(f"weighted_kmeans: expected iters an int >= 0, got {iters!r}")
     if not tol >= 0:
         raise ValueError(f"weighted_kmeans: expected tol >= 0, got {tol!r}")
-    if not bool(torch.isfinite(xb[valid]).all()):
-        bad = (~torch.isfinite(xb) & valid[..., None]).nonzero()[0].tolist()
+    padded = lengths is not None
+    if not _all_finite(xb, valid if padded else None):
+        bad = (~torch.isfinite(xb) & valid[..., None].to(x.device)).nonzero()[0].tolist()
         raise ValueError(f"weighted_kmeans: expected finite points, got {xb[tuple(bad)].item()} at "
                          f"x{bad if batched else bad[1:]}")
-    w = _effective_weight(weight, batched, B, N, valid, acc, x.device)
+    w = _effective_weight(weight, batched, B, N, valid if padded else None, acc, x.device)
 
     if isinstance(init, str):
         if init != "kmeans++":
@@ -116,12 +117,13 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     else:
         centroids = _check_init(init, batched, B, k, d).to(device=x.device, dtype=acc).contiguous()
 
-    xs = xb.to(acc)
-    thresholds = tol * _mean_variance(xs, valid, n_valid)
-    scale = _spread(xs, valid, n_valid)
+    variance = _mean_variance(xb.to(acc), valid if padded else None)
+    thresholds = tol * variance
+    scale = torch.where(variance > 0, variance.sqrt(), torch.ones_like(variance)).cpu()
+    labels = torch.empty(B, N, dtype=torch.int64, device=x.device)  # reused by every iteration
     n_iter = 0
     for it in range(iters):
-        new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, centroids)
+        new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, centroids, labels_out=labels)
         _split_empty_clusters(new, cluster_weight, scale, seed, it)
         shift = ((new - centroids) ** 2).sum((1, 2))
         centroids = new
@@ -130,7 +132,8 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
             break
     labels, sqdist = ops.kmeans_assign(xb, centroids)
     inertia = (w * sqdist).sum(1)
-    labels = labels.masked_fill(~valid, -1)
+    if padded:
+        labels = labels.masked_fill(~valid.to(x.device), -1)
     if not batched:
         return KMeansResult(centroids[0], labels[0], inertia[0], n_iter)
     return KMeansResult(centroids, labels, inertia, n_iter)
@@ -218,10 +221,23 @@ def _valid_mask(lengths, B, N, device):
     return torch.arange(N)[None, :] < lengths[:, None].cpu()
 
 
+def _all_finite(x, valid):
+    """True when every (valid) element of x is finite. Fast path: a float64 sum is finite exactly
+    when no element is NaN or infinite, unless it overflows, which only the exact check settles."""
+    if valid is not None:  # padding may hold anything, finite or not
+        x = torch.where(valid[..., None].to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
+    total = x.sum(dtype=torch.float64)
+    if bool(torch.isfinite(total)):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def _effective_weight(weight, batched, B, N, valid, acc, device):
-    valid = valid.to(device)
+    """Weights as [B, N] in acc, zero on padding (valid: [B, N] bool, or None for no padding)."""
+    if valid is not None:
+        valid = valid.to(device)
     if weight is None:
-        return valid.to(acc)
+        return torch.ones(B, N, dtype=acc, device=device) if valid is None else valid.to(acc)
     expected = (B, N) if batched else (N,)
     if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
         got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -229,19 +245,21 @@ def _effective_weight(weight, batched, B, N, valid, acc, device):
     if weight.device != device:
         raise ValueError(f"weighted_kmeans: expected weight on {device}, got {weight.device}")
     w = (weight if batched else weight.unsqueeze(0)).to(acc)
-    bad = valid & ~(torch.isfinite(w) & (w >= 0))
-    if bool(bad.any()):
-        idx = bad.nonzero()[0].tolist()
+    if valid is not None:
+        w = torch.where(valid, w, torch.zeros((), dtype=acc, device=device))
+    lo, hi = torch.aminmax(w)  # NaN propagates into both
+    if not (bool(lo >= 0) and bool(torch.isfinite(hi))):
+        idx = (~(torch.isfinite(w) & (w >= 0))).nonzero()[0].tolist()
         where = idx if batched else idx[1:]
         raise ValueError(f"weighted_kmeans: expected every weight finite and >= 0, got "
                          f"{w[tuple(idx)].item()} at weight{where}")
-    w = torch.where(valid, w, torch.zeros((), dtype=acc, device=device))
     dead = w.sum(1) <= 0
     if bool(dead.any()):
         problems = dead.nonzero().flatten().tolist()
         warnings.warn(f"weighted_kmeans: every weight is zero in problem(s) {problems}; clustering "
                       "them with uniform weights", RuntimeWarning, stacklevel=3)
-        w = torch.where(dead[:, None] & valid, torch.ones((), dtype=acc, device=device), w)
+        fill = dead[:, None] if valid is None else dead[:, None] & valid
+        w = torch.where(fill, torch.ones((), dtype=acc, device=device), w)
     return w.contiguous()
 
 
@@ -255,15 +273,12 @@ def _check_init(init, batched, B, k, d):
     return init if batched else init.unsqueeze(0)
 
 
-def _mean_variance(xs, valid, n_valid):
-    """Per problem: the mean over coordinates of the (unweighted) variance of its points."""
+def _mean_variance(xs, valid):
+    """Per problem [B]: the mean over coordinates of the (unweighted) variance of its points."""
+    if valid is None:
+        return torch.var_mean(xs, dim=1, unbiased=False)[0].mean(1)
     m = valid[..., None].to(xs.device, xs.dtype)
-    n = n_valid.to(xs.device, xs.dtype)[:, None]
+    n = m.sum(1)
     mean = (xs * m).sum(1) / n
     var = (((xs - mean[:, None]) ** 2) * m).sum(1) / n
     return var.mean(1)
-
-
-def _spread(xs, valid, n_valid):
-    s = _mean_variance(xs, valid, n_valid).sqrt()
-    return torch.where(s > 0, s, torch.ones_like(s)).cpu()

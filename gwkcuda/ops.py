@@ -88,17 +88,23 @@ def cluster_reduce(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
     return torch.ops.gwkcuda.cluster_reduce.default(x, weight, labels, k)
 
 
-def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor):
+def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor, labels_out=None):
     """One fused gradient-weighted Lloyd iteration (assign, then weighted mean), B problems at once.
 
     Args:
         x: [B, N, d] float; weight: [B, N] finite, non-negative, or None; centroids: [B, k, d].
+        labels_out: optional contiguous int64 [B, N] buffer the labels are written into (saves
+            an allocation per iteration when iterating).
     Returns:
         (new_centroids [B, k, d], labels int64 [B, N], cluster_weight [B, k], inertia [B]).
         labels and inertia (sum of weight * squared distance) refer to the input centroids; a
         cluster whose total weight is zero keeps its centroid.
     """
-    return torch.ops.gwkcuda.gwk_lloyd_step.default(x, weight, centroids)
+    if labels_out is None:
+        return torch.ops.gwkcuda.gwk_lloyd_step.default(x, weight, centroids)
+    new, cluster_weight, inertia = torch.ops.gwkcuda.gwk_lloyd_step_into.default(
+        x, weight, centroids, labels_out)
+    return new, labels_out, cluster_weight, inertia
 
 
 @torch.library.register_fake("gwkcuda::kmeans_assign")
@@ -121,6 +127,14 @@ def _gwk_lloyd_step_fake(x, weight, centroids):
     acc = accumulate_dtype(x.dtype)
     return (x.new_empty((B, k, d), dtype=acc), x.new_empty((B, N), dtype=torch.int64),
             x.new_empty((B, k), dtype=acc), x.new_empty((B,), dtype=acc))
+
+
+@torch.library.register_fake("gwkcuda::gwk_lloyd_step_into")
+def _gwk_lloyd_step_into_fake(x, weight, centroids, labels):
+    new, _, cluster_weight, inertia = _gwk_lloyd_step_fake(x, weight, centroids)
+    torch._check(labels.dtype == torch.int64 and tuple(labels.shape) == tuple(x.shape[:2]),
+                 lambda: f"gwk_lloyd_step: expected an int64 labels buffer of shape {list(x.shape[:2])}")
+    return new, cluster_weight, inertia
 
 
 def _fake_check(cond, msg):

@@ -288,12 +288,13 @@ std::tuple<at::Tensor, at::Tensor> cluster_reduce_cpu(const at::Tensor& x_in,
   return {sums, weight_sums};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cpu(
-    const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
+    const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in,
+    at::Tensor& labels) {
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
+  check_labels_out("gwk_lloyd_step", in, labels);
   const TaskPlan plan(in.B, in.N, in.k, in.d);
   auto rows = at::zeros({plan.tasks, plan.row}, in.x.options().dtype(at::kDouble));
-  auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
   std::atomic<bool> weights_ok{true};
   AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_step_cpu", [&] {
     const scalar_t* x = in.x.const_data_ptr<scalar_t>();
@@ -325,6 +326,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cpu(
   });
   auto cluster_weight = totals.narrow(1, in.k * in.d, in.k).to(in.acc);
   auto inertia = totals.select(1, in.k * (in.d + 1)).to(in.acc);
+  return {new_centroids, cluster_weight, inertia};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cpu(
+    const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& centroids) {
+  auto labels = at::empty({x.size(0), x.dim() == 3 ? x.size(1) : 0}, x.options().dtype(at::kLong));
+  auto [new_centroids, cluster_weight, inertia] = gwk_lloyd_step_into_cpu(x, weight, centroids, labels);
   return {new_centroids, labels, cluster_weight, inertia};
 }
 
@@ -334,6 +342,7 @@ TORCH_LIBRARY_IMPL(gwkcuda, CPU, m) {
   m.impl("kmeans_assign", &kmeans_assign_cpu);
   m.impl("cluster_reduce", &cluster_reduce_cpu);
   m.impl("gwk_lloyd_step", &gwk_lloyd_step_cpu);
+  m.impl("gwk_lloyd_step_into", &gwk_lloyd_step_into_cpu);
 }
 
 }  // namespace gwk

@@ -142,11 +142,12 @@ std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
   return {sums, wsums};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cuda(
-    const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
+    const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in,
+    at::Tensor& labels) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
-  auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
+  check_labels_out("gwk_lloyd_step", in, labels);
   auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
   auto wsums = at::zeros({in.B, in.k}, in.x.options());
   auto inertia = at::zeros({in.B}, in.x.options());
@@ -161,7 +162,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cuda(
         new_centroids.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {new_centroids, labels, wsums, inertia};
+  return {new_centroids, wsums, inertia};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cuda(
+    const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& centroids) {
+  auto labels = at::empty({x.size(0), x.dim() == 3 ? x.size(1) : 0}, x.options().dtype(at::kLong));
+  auto [new_centroids, cluster_weight, inertia] = gwk_lloyd_step_into_cuda(x, weight, centroids, labels);
+  return {new_centroids, labels, cluster_weight, inertia};
 }
 
 }  // namespace
@@ -170,6 +178,7 @@ TORCH_LIBRARY_IMPL(gwkcuda, CUDA, m) {
   m.impl("kmeans_assign", &kmeans_assign_cuda);
   m.impl("cluster_reduce", &cluster_reduce_cuda);
   m.impl("gwk_lloyd_step", &gwk_lloyd_step_cuda);
+  m.impl("gwk_lloyd_step_into", &gwk_lloyd_step_into_cuda);
 }
 
 }  // namespace gwk

@@ -1,6 +1,6 @@
 """pytest-benchmark: pack_bits / unpack_bits at 64M codes next to a copy of the packed bytes.
 
-    python -m pytest bench/test_bitpack.py --benchmark-json=bitpack.json
+    python -m pytest bench/bench_bitpack.py --benchmark-json=bitpack.json
     python bench/report.py bitpack.json        # the README table
 """
 import pytest
@@ -10,9 +10,9 @@ from cases import bitpack_cases
 CASES = list(bitpack_cases(device="cpu"))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{g}-{n}" for g, n, _, _ in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_bitpack(benchmark, case):
-    group, name, fn, moved = case
+    group, name, fn, moved, baseline = case
     benchmark.group = group
-    benchmark.extra_info.update(op=name, bytes_moved=moved)
+    benchmark.extra_info.update(op=name, bytes_moved=moved, baseline=baseline)
     benchmark(fn)

@@ -1,0 +1,73 @@
+"""pytest-benchmark: gwkcuda's weighted k-means against scikit-learn, same data, same initial
+centroids, same iteration count (tol = 0), in one run (the k-means rows of the design targets).
+
+    python -m pytest bench/bench_kmeans.py --benchmark-json=kmeans.json
+    python bench/report.py kmeans.json
+
+Each group holds gwkcuda and scikit-learn on one shape; scikit-learn is called as its users call
+it: once per problem (SqueezeLLM calls it once per weight row).
+"""
+import numpy as np
+import pytest
+import torch
+
+from gwkcuda.kmeans import weighted_kmeans
+
+sklearn_cluster = pytest.importorskip("sklearn.cluster")
+
+ITERS = 10
+
+# (group, B problems, N points each, d, k)
+SHAPES = [
+    ("many small: 256 x 4096 pts, d=4, k=16", 256, 4096, 4, 16),
+    ("per-row scalar: 4096 rows x 4096, d=1, k=16", 4096, 4096, 1, 16),
+    ("one large: 1M pts, d=8, k=256", 1, 1 << 20, 8, 256),
+]
+
+
+def make_problem(B, N, d, k):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, N, d, generator=gen)
+    w = torch.rand(B, N, generator=gen)
+    init = x[:, torch.randperm(N, generator=gen)[:k]].clone()
+    return x, w, init
+
+
+_cache = {}
+
+
+def problem_for(shape):
+    if shape not in _cache:
+        _cache.clear()
+        _cache[shape] = make_problem(*shape[1:])
+    return _cache[shape]
+
+
+def run_gwkcuda(x, w, init):
+    return weighted_kmeans(x, w, k=init.shape[1], iters=ITERS, tol=0.0, init=init)
+
+
+def run_sklearn(x, w, init):
+    xn, wn, cn = x.numpy(), w.numpy(), init.numpy()
+    out = []
+    for b in range(x.shape[0]):
+        km = sklearn_cluster.KMeans(n_clusters=cn.shape[1], init=cn[b], n_init=1, max_iter=ITERS,
+                                    tol=0.0, algorithm="lloyd")
+        out.append(km.fit(xn[b], sample_weight=wn[b]).cluster_centers_)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
+@pytest.mark.parametrize("impl", ["gwkcuda", "scikit-learn"])
+def test_kmeans(benchmark, shape, impl):
+    x, w, init = problem_for(shape)
+    fn = run_gwkcuda if impl == "gwkcuda" else run_sklearn
+    benchmark.group = shape[0]
+    benchmark.extra_info.update(op=f"{impl}, {ITERS} Lloyd iterations", bytes_moved=0,
+                                baseline=impl == "scikit-learn")
+    result = benchmark.pedantic(fn, args=(x, w, init), rounds=3, iterations=1, warmup_rounds=1)
+    if impl == "gwkcuda":
+        reference = run_sklearn(x[:8], w[:8], init[:8])  # agreement on a sample of problems
+        got = result.centroids[:8].numpy()
+        benchmark.extra_info["max_rel_diff_vs_sklearn"] = float(
+            np.abs(got - reference).max() / np.abs(reference).max())
