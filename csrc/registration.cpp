@@ -33,6 +33,15 @@ TORCH_LIBRARY(gwkcuda, m) {
   // buffer avoids allocating (and page-faulting) B * N * 8 fresh bytes every iteration, which
   // costs as much as the arithmetic for scalar clustering (bench/bench_kmeans.py).
   m.def("gwk_lloyd_step_into(Tensor x, Tensor? weight, Tensor centroids, Tensor(a!) labels) -> (Tensor new_centroids, Tensor cluster_weight, Tensor inertia)");
+
+  // Product-quantised weights (layout in core/pq.h): W [N, K] as codes [N, K/d] (uint8 when
+  // k <= 256, else int32) into codebook [G, k, d], the N rows in G equal groups.
+  //
+  // y [M, N] = x [M, K] @ W^T + bias, without materialising W for small M. x, codebook and bias
+  // share one dtype (float32, float64, float16, bfloat16; accumulated in float32 or float64).
+  m.def("pq_linear(Tensor x, Tensor codes, Tensor codebook, Tensor? bias) -> Tensor");
+  // The dense W [N, K] (for convolutions, export and references), in the codebook's dtype.
+  m.def("pq_decode(Tensor codes, Tensor codebook) -> Tensor");
 }
 
 namespace {

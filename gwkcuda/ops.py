@@ -139,3 +139,91 @@ def _gwk_lloyd_step_into_fake(x, weight, centroids, labels):
 
 def _fake_check(cond, msg):
     torch._check(cond, msg)
+
+
+# --- product-quantised weights -------------------------------------------------------------------
+
+def pq_linear(x: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, bias=None) -> torch.Tensor:
+    """y = x @ W.T + bias with W stored as product-quantisation codes, never materialised for few
+    input rows.
+
+    Args:
+        x: [M, K] float32/float64/float16/bfloat16 (leading dims: see gwkcuda.nn.PQLinear).
+        codes: [N, K/d] uint8 (k <= 256) or int32, each in [0, k).
+        codebook: [G, k, d], x's dtype and device; rows n of W use group n // (N / G).
+        bias: [N] or None.
+    Returns:
+        y [M, N] in x's dtype. Differentiable in x, codebook and bias (not in codes).
+    """
+    return torch.ops.gwkcuda.pq_linear.default(x, codes, codebook, bias)
+
+
+def pq_decode(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The dense weight W [N, K] of codes [N, K/d] into codebook [G, k, d], in the codebook's
+    dtype: W[n, s*d:(s+1)*d] = codebook[n // (N / G), codes[n, s]]. Differentiable in codebook."""
+    return torch.ops.gwkcuda.pq_decode.default(codes, codebook)
+
+
+def _check_pq_weight_fake(codes, codebook):
+    torch._check(codebook.dim() == 3, lambda: f"expected a codebook [G, k, d], got {tuple(codebook.shape)}")
+    torch._check(codes.dim() == 2, lambda: f"expected codes [N, K/d], got {tuple(codes.shape)}")
+    torch._check(codes.dtype in (torch.uint8, torch.int32), lambda: f"expected uint8 or int32 codes, got {codes.dtype}")
+    torch._check(codes.shape[0] % codebook.shape[0] == 0,
+                 lambda: f"expected the N = {codes.shape[0]} rows to split into G = {codebook.shape[0]} groups")
+    return codes.shape[0], codes.shape[1] * codebook.shape[2]
+
+
+@torch.library.register_fake("gwkcuda::pq_decode")
+def _pq_decode_fake(codes, codebook):
+    N, K = _check_pq_weight_fake(codes, codebook)
+    return codebook.new_empty((N, K))
+
+
+@torch.library.register_fake("gwkcuda::pq_linear")
+def _pq_linear_fake(x, codes, codebook, bias):
+    N, K = _check_pq_weight_fake(codes, codebook)
+    torch._check(x.dim() == 2 and x.shape[1] == K, lambda: f"expected x [M, {K}], got {tuple(x.shape)}")
+    torch._check(x.dtype == codebook.dtype, lambda: f"expected x of the codebook's dtype {codebook.dtype}, got {x.dtype}")
+    return x.new_empty((x.shape[0], N))
+
+
+def codebook_grad(grad_weight: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The gradient of a codebook [G, k, d] given the gradient of its decoded weight [N, K]: each
+    codeword receives the sum of the gradients of the sub-vectors that use it (cluster_reduce)."""
+    G, k, d = codebook.shape
+    N, S = codes.shape
+    sub_vectors = grad_weight.reshape(G, (N // G) * S, d)
+    sums, _ = cluster_reduce(sub_vectors, None, codes.reshape(G, (N // G) * S).to(torch.int32), k)
+    return sums.to(codebook.dtype)
+
+
+def _pq_linear_setup(ctx, inputs, output):
+    x, codes, codebook, bias = inputs
+    ctx.save_for_backward(x, codes, codebook)
+    ctx.has_bias = bias is not None
+
+
+def _pq_linear_backward(ctx, grad_y):
+    x, codes, codebook = ctx.saved_tensors
+    grad_x = grad_codebook = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = grad_y @ pq_decode(codes, codebook)
+    if ctx.needs_input_grad[2]:
+        grad_codebook = codebook_grad(grad_y.t() @ x, codes, codebook)
+    if ctx.has_bias and ctx.needs_input_grad[3]:
+        grad_bias = grad_y.sum(0)
+    return grad_x, None, grad_codebook, grad_bias
+
+
+def _pq_decode_setup(ctx, inputs, output):
+    codes, codebook = inputs
+    ctx.save_for_backward(codes, codebook)
+
+
+def _pq_decode_backward(ctx, grad_w):
+    codes, codebook = ctx.saved_tensors
+    return None, codebook_grad(grad_w, codes, codebook) if ctx.needs_input_grad[1] else None
+
+
+torch.library.register_autograd("gwkcuda::pq_linear", _pq_linear_backward, setup_context=_pq_linear_setup)
+torch.library.register_autograd("gwkcuda::pq_decode", _pq_decode_backward, setup_context=_pq_decode_setup)

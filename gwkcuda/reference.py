@@ -87,3 +87,24 @@ def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor):
     w = torch.ones_like(sqdist) if weight is None else weight.to(acc)
     inertia = (w.to(torch.float64) * sqdist.to(torch.float64)).sum(1).to(acc)
     return new, labels, wsums, inertia
+
+
+# --- product-quantised weights -------------------------------------------------------------------
+
+def pq_decode(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Reference of ``pq_decode``: W [N, K] with W[n, s*d:(s+1)*d] = codebook[n // (N/G), codes[n, s]]."""
+    G, k, d = codebook.shape
+    N, S = codes.shape
+    if N % G:
+        raise ValueError(f"expected N = {N} divisible by G = {G}")
+    c = codes.to(torch.int64)
+    if c.numel() and (c.min() < 0 or c.max() >= k):
+        raise ValueError(f"expected codes in [0, {k}), got values in [{int(c.min())}, {int(c.max())}]")
+    group = torch.arange(N, device=codes.device) // (N // G)
+    return codebook[group[:, None], c].reshape(N, S * d)  # [N, S, d] -> [N, K]
+
+
+def pq_linear(x, codes, codebook, bias=None):
+    """Reference of ``pq_linear``: x @ pq_decode(codes, codebook).T + bias, in float64."""
+    y = x.to(torch.float64) @ pq_decode(codes, codebook).to(torch.float64).t()
+    return y if bias is None else y + bias.to(torch.float64)

@@ -1,0 +1,49 @@
+"""pytest-benchmark: pq_linear against dense F.linear in fp32 on the decoded weight, in one run
+(the pq_linear rows of the design targets).
+
+    python -m pytest bench/bench_pq_linear.py --benchmark-json=pq.json
+    python bench/report.py pq.json
+
+1 bit/weight: d = 8, k = 256; 0.5 bit/weight: d = 16, k = 256 (indices; one fp32 codebook of
+k * d floats per layer on top). M = input rows.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gwkcuda import ops
+
+SHAPES = [(4096, 4096), (11008, 4096)]
+CONFIGS = [(8, 256), (16, 256)]
+ROWS = [1, 2, 4, 8, 16, 64]
+
+_cache = {}
+
+
+def weights(N, K, d, k):
+    key = (N, K, d, k)
+    if key not in _cache:
+        _cache.clear()
+        gen = torch.Generator().manual_seed(0)
+        codes = torch.randint(0, k, (N, K // d), generator=gen, dtype=torch.int32).to(torch.uint8)
+        codebook = torch.randn(1, k, d, generator=gen)
+        _cache[key] = (codes, codebook, ops.pq_decode(codes, codebook))
+    return _cache[key]
+
+
+CASES = [(N, K, d, k, M, impl) for N, K in SHAPES for d, k in CONFIGS for M in ROWS
+         for impl in ("pq_linear", "dense F.linear fp32")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}-d{c[2]}-M{c[4]}-{c[5].split()[0]}" for c in CASES])
+def test_pq_linear(benchmark, case):
+    N, K, d, k, M, impl = case
+    codes, codebook, dense = weights(N, K, d, k)
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(1))
+    bits = 8 / d
+    benchmark.group = f"{N}x{K}, {bits:g} bit/weight (d={d}, k={k}), M={M}"
+    benchmark.extra_info.update(op=impl, bytes_moved=0, baseline=impl != "pq_linear")
+    if impl == "pq_linear":
+        benchmark(ops.pq_linear, x, codes, codebook, None)
+    else:
+        benchmark(F.linear, x, dense)

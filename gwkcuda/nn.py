@@ -1,0 +1,95 @@
+"""Layers whose weights are product-quantised: trainable codebooks, fixed codes, bias kept."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .pq import PQConfig, PQWeight, pq_quantize
+
+
+class _PQBase(nn.Module):
+    """Holds codes (a buffer: fixed) and codebook (a parameter: trainable) of a PQ weight."""
+
+    def _init_pq(self, pq: PQWeight, bias: Optional[torch.Tensor]):
+        self.config = pq.config
+        self.weight_shape = tuple(pq.shape)
+        self.register_buffer("codes", pq.codes.clone())
+        self.codebook = nn.Parameter(pq.codebook.clone())
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    def pq_weight(self) -> PQWeight:
+        return PQWeight(self.codes, self.codebook.detach(), self.weight_shape, self.config)
+
+    def decoded_weight(self) -> torch.Tensor:
+        """The dense weight, differentiable in the codebook."""
+        return ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
+
+
+class PQLinear(_PQBase):
+    """y = x @ W.T + b with W [out, in] stored as codes [out, in/d] into codebook [G, k, d].
+
+    Input [..., in] -> output [..., out]; the product runs through torch.ops.gwkcuda.pq_linear,
+    which never builds W for few rows.
+    """
+
+    def __init__(self, pq: PQWeight, bias: Optional[torch.Tensor] = None):
+        super().__init__()
+        if len(pq.shape) != 2:
+            raise ValueError(f"PQLinear: expected a 2-D weight, got shape {pq.shape}")
+        self.out_features, self.in_features = pq.shape
+        self._init_pq(pq, bias)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, config: PQConfig, importance=None, **kwargs) -> "PQLinear":
+        """Quantises an nn.Linear (importance: per-weight, e.g. accumulated |grad|, or None)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"PQLinear.from_float: expected an nn.Linear, got {type(linear).__name__}")
+        return cls(pq_quantize(linear.weight, config, importance, **kwargs), linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"PQLinear: expected input [..., {self.in_features}], got {tuple(x.shape)}")
+        flat = x.reshape(-1, self.in_features)
+        y = ops.pq_linear(flat, self.codes, self.codebook, self.bias)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self):
+        c = self.config
+        return f"in_features={self.in_features}, out_features={self.out_features}, d={c.d}, k={c.k}, groups={c.groups}"
+
+
+class PQConv2d(_PQBase):
+    """A 2-D convolution whose filters [out, in/groups, kh, kw] are product-quantised along the
+    flattened (in/groups)*kh*kw axis of each filter, as in "And the bit goes down". Grouped and
+    depthwise convolutions keep their groups. The forward decodes the filters (pq_decode) and
+    runs F.conv2d."""
+
+    def __init__(self, pq: PQWeight, bias, stride, padding, dilation, groups, padding_mode="zeros"):
+        super().__init__()
+        if len(pq.shape) != 4:
+            raise ValueError(f"PQConv2d: expected a 4-D weight, got shape {pq.shape}")
+        if padding_mode != "zeros":
+            raise ValueError(f"PQConv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.out_channels = pq.shape[0]
+        self.in_channels = pq.shape[1] * groups
+        self.kernel_size = tuple(pq.shape[2:])
+        self._init_pq(pq, bias)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, config: PQConfig, importance=None, **kwargs) -> "PQConv2d":
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"PQConv2d.from_float: expected an nn.Conv2d, got {type(conv).__name__}")
+        return cls(pq_quantize(conv.weight, config, importance, **kwargs), conv.bias, conv.stride,
+                   conv.padding, conv.dilation, conv.groups, conv.padding_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.decoded_weight(), self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+    def extra_repr(self):
+        c = self.config
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, groups={self.groups}, d={c.d}, k={c.k}")

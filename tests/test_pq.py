@@ -1,0 +1,234 @@
+"""pq_linear / pq_decode against a float64 reference; autograd, opcheck, torch.compile; the PQ
+layers and the PQ weight file."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gwkcuda import ops, reference
+from gwkcuda.io import load_compressed, save_compressed
+from gwkcuda.nn import PQConv2d, PQLinear
+from gwkcuda.pq import PQConfig, PQWeight, pq_quantize
+
+from .conftest import needs_cuda
+
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+# (N, K, d, k, G): N and K not powers of two; G = 1 and G = N / 2; uint8 and int32 codes
+SHAPES = [(30, 56, 8, 5, 1), (30, 56, 8, 256, 15), (46, 48, 16, 300, 2), (30, 42, 3, 7, 15), (10, 5, 1, 3, 1)]
+
+
+def make(N, K, d, k, G, dtype=torch.float32, device="cpu", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, k, (N, K // d), generator=gen).to(torch.uint8 if k <= 256 else torch.int32)
+    codebook = torch.randn(G, k, d, generator=gen, dtype=torch.float64).to(dtype)
+    bias = torch.randn(N, generator=gen, dtype=torch.float64).to(dtype)
+    return codes.to(device), codebook.to(device), bias.to(device)
+
+
+def relative_error(actual, expected):
+    expected = expected.to(torch.float64).cpu()
+    return ((actual.to(torch.float64).cpu() - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("M", [1, 3, 17])
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_pq_linear_matches_float64_reference(device, shape, M, dtype):
+    N, K, d, k, G = shape
+    codes, codebook, bias = make(N, K, d, k, G, dtype, device)
+    x = torch.randn(M, K, dtype=torch.float64).to(dtype).to(device)
+    for b in (bias, None):
+        y = ops.pq_linear(x, codes, codebook, b)
+        assert y.shape == (M, N) and y.dtype == dtype
+        expected = x.double().cpu() @ reference.pq_decode(codes.cpu(), codebook.cpu()).double().t()
+        if b is not None:
+            expected = expected + b.double().cpu()
+        assert relative_error(y, expected) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_pq_decode_matches_reference(device, shape):
+    codes, codebook, _ = make(*shape, device=device)
+    assert torch.equal(ops.pq_decode(codes, codebook).cpu(), reference.pq_decode(codes.cpu(), codebook.cpu()))
+
+
+@pytest.mark.parametrize("M", [1, 3, 17])
+def test_gradcheck(device, M):
+    codes, codebook, bias = make(30, 56, 8, 5, 15, torch.float64, device)
+    x = torch.randn(M, 56, dtype=torch.float64, device=device, requires_grad=True)
+    codebook.requires_grad_(True)
+    bias.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, c, b: ops.pq_linear(x, codes, c, b), (x, codebook, bias))
+    assert torch.autograd.gradcheck(lambda c: ops.pq_decode(codes, c), (codebook,))
+
+
+def test_codebook_gradient_is_the_sum_over_its_sub_vectors():
+    codes, codebook, _ = make(30, 56, 8, 5, 1, torch.float64)
+    codebook.requires_grad_(True)
+    x = torch.randn(4, 56, dtype=torch.float64)
+    ops.pq_linear(x, codes, codebook, None).sum().backward()
+    dense = reference.pq_decode(codes, codebook.detach()).requires_grad_(True)
+    (x @ dense.t()).sum().backward()
+    expected = torch.zeros(5, 8, dtype=torch.float64).index_add_(
+        0, codes.reshape(-1).long(), dense.grad.reshape(-1, 8))
+    assert torch.allclose(codebook.grad[0], expected)
+
+
+@pytest.mark.parametrize("M", [1, 17])
+def test_opcheck(device, M):
+    codes, codebook, bias = make(30, 56, 8, 5, 15, torch.float32, device)
+    x = torch.randn(M, 56, device=device)
+    torch.library.opcheck(torch.ops.gwkcuda.pq_linear.default, (x, codes, codebook, bias))
+    torch.library.opcheck(torch.ops.gwkcuda.pq_linear.default, (x, codes, codebook, None))
+    torch.library.opcheck(torch.ops.gwkcuda.pq_decode.default, (codes, codebook))
+
+
+def test_torch_compile_fullgraph_pq_layer():
+    layer = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=16))
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 5, 64, requires_grad=True)
+    y = compiled(x)
+    assert torch.allclose(y, layer(x), atol=1e-6)
+    y.sum().backward()
+    assert layer.codebook.grad is not None and x.grad is not None
+
+
+@needs_cuda
+@pytest.mark.parametrize("M", [1, 3, 17])
+def test_cpu_and_cuda_agree(M):
+    codes, codebook, bias = make(46, 48, 16, 300, 2)
+    x = torch.randn(M, 48)
+    cpu = ops.pq_linear(x, codes, codebook, bias)
+    gpu = ops.pq_linear(x.cuda(), codes.cuda(), codebook.cuda(), bias.cuda())
+    assert relative_error(gpu, cpu) <= 1e-5
+
+
+@needs_cuda
+def test_pq_layer_under_cuda_graphs():
+    layer = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=16)).cuda()
+    x = torch.randn(3, 64, device="cuda")
+    expected = layer(x)
+    compiled = torch.compile(layer, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):
+        got = compiled(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def test_code_out_of_range_is_refused(device):
+    for M in (1, 17):
+        codes, codebook, bias = make(30, 56, 8, 5, 1, device=device)
+        codes[4, 2] = 7
+        with pytest.raises(RuntimeError, match=r"expected every code in \[0, 5\) .* got 7 at codes\[4, 2\]"):
+            ops.pq_linear(torch.randn(M, 56, device=device), codes, codebook, bias)
+    with pytest.raises(RuntimeError, match=r"got 7 at codes\[4, 2\]"):
+        ops.pq_decode(codes, codebook)
+
+
+def test_shape_dtype_and_device_mismatches_are_refused(device):
+    codes, codebook, bias = make(30, 56, 8, 5, 15, device=device)
+    x = torch.randn(2, 56, device=device)
+    with pytest.raises(RuntimeError, match=r"expected x with K = 56 columns .* got \[2, 55\] \(K is not divisible by d\)"):
+        ops.pq_linear(x[:, :55], codes, codebook, bias)
+    with pytest.raises(RuntimeError, match=r"N = 30 rows of codes to split into G = 4 equal groups"):
+        ops.pq_linear(x, codes, codebook[:4], bias)
+    with pytest.raises(RuntimeError, match=r"expected x of the codebook's dtype Float, got Double"):
+        ops.pq_linear(x.double(), codes, codebook, bias)
+    with pytest.raises(RuntimeError, match=r"expected a codebook of shape \[G, k, d\], got \[15, 5\]"):
+        ops.pq_linear(x, codes, codebook[:, :, 0], bias)
+    with pytest.raises(RuntimeError, match=r"expected uint8 codes \(k <= 256\) or int32 codes, got Long"):
+        ops.pq_linear(x, codes.long(), codebook, bias)
+    with pytest.raises(RuntimeError, match=r"expected bias of shape \[30\]"):
+        ops.pq_linear(x, codes, codebook, bias[:3])
+    if device == "cuda":
+        with pytest.raises(RuntimeError, match=r"expected x on the codebook's device"):
+            ops.pq_linear(x.cpu(), codes, codebook, bias)
+
+
+def test_pq_config_and_quantize_refuse_bad_values():
+    with pytest.raises(ValueError, match="expected d an int >= 1"):
+        PQConfig(d=0, k=4)
+    with pytest.raises(ValueError, match="expected k <= 65536"):
+        PQConfig(d=1, k=70000)
+    with pytest.raises(ValueError, match=r"row length K = 10 .* divisible by d = 4"):
+        pq_quantize(torch.randn(6, 10), PQConfig(d=4, k=2))
+    with pytest.raises(ValueError, match=r"N = 6 rows to split into groups = 4"):
+        pq_quantize(torch.randn(6, 8), PQConfig(d=4, k=2, groups=4))
+    with pytest.raises(ValueError, match=r"k = 64 codewords but each group has only 12 sub-vectors"):
+        pq_quantize(torch.randn(6, 8), PQConfig(d=4, k=64))
+
+
+# --- quantisation and layers -----------------------------------------------------------------------
+
+def test_pq_quantize_accounting_and_importance():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 72, generator=gen)
+    config = PQConfig(d=9, k=16)
+    plain = pq_quantize(w, config)
+    assert plain.codes.shape == (64, 8) and plain.codebook.shape == (1, 16, 9)
+    assert plain.bits_per_weight["indices"] == pytest.approx(4 / 9)
+    assert plain.bits_per_weight["with_codebooks"] == pytest.approx((64 * 8 * 4 + 16 * 9 * 32) / (64 * 72))
+    importance = torch.ones_like(w)
+    importance[:8] = 1000.0  # the first rows matter most
+    weighted = pq_quantize(w, config, importance)
+    err = lambda q, rows: ((q.decode() - w)[rows] ** 2).sum().item()
+    assert err(weighted, slice(0, 8)) < err(plain, slice(0, 8))
+
+
+def test_pq_weight_file_round_trip(tmp_path):
+    w = torch.randn(30, 56)
+    q = pq_quantize(w, PQConfig(d=8, k=300 // 2, groups=1))
+    q.save(tmp_path / "w.gwk")
+    back = PQWeight.load(tmp_path / "w.gwk")
+    assert torch.equal(back.codes, q.codes) and torch.equal(back.codebook, q.codebook)
+    assert torch.equal(back.decode(), q.decode())
+    tensors, _ = load_compressed(tmp_path / "w.gwk")
+    assert tensors["codes"].numel() == (30 * 7 * 8 + 7) // 8  # 8-bit indices for k = 150
+
+
+@pytest.mark.parametrize("groups, cin, cout", [(1, 6, 10), (2, 6, 10), (6, 6, 6)])
+def test_pq_conv2d_reproduces_conv_with_decoded_weight(device, groups, cin, cout):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1, groups=groups).to(device)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1)
+    for _ in range(5):  # a few steps of training, so the filters are not just initial noise
+        x = torch.randn(4, cin, 11, 11, device=device)
+        loss = (conv(x) - x[:, :1, ::2, ::2]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    d = 9 if groups < cin else 3  # depthwise: 1 * 3 * 3 = 9 weights per filter, d = 3
+    q = PQConv2d.from_float(conv, PQConfig(d=d, k=4))
+    x = torch.randn(2, cin, 11, 11, device=device)
+    expected = F.conv2d(x, q.decoded_weight(), conv.bias, 2, 1, 1, groups)
+    assert torch.allclose(q(x), expected, atol=1e-6)
+    assert q.decoded_weight().shape == conv.weight.shape
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    a = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=16))
+    b = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=16))
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 64)
+    assert torch.equal(a(x), b(x))
+
+
+def test_pq_linear_trains_its_codebook():
+    torch.manual_seed(0)
+    layer = PQLinear.from_float(nn.Linear(32, 8), PQConfig(d=4, k=8))
+    target = nn.Linear(32, 8)
+    opt = torch.optim.Adam([layer.codebook, layer.bias], lr=1e-2)
+    x = torch.randn(256, 32)
+    first = None
+    for _ in range(50):
+        loss = (layer(x) - target(x).detach()).pow(2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    codes_before = layer.codes.clone()
+    assert torch.equal(layer.codes, codes_before)
