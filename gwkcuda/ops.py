@@ -203,11 +203,32 @@ def _pq_linear_setup(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
+def _grad_input_through_codes(grad_y, codes, codebook):
+    """grad_x = grad_y @ W for PQ weights without building W [N, K]: for each input row, group and
+    position s, the rows' gradients are summed per code (a k-bin histogram weighted by grad_y),
+    and each bin is multiplied by its codeword. Work: M * N * K/d adds plus M * G * K/d * k * d
+    multiply-adds, against N * K writes for decoding W."""
+    G, k, d = codebook.shape
+    N, S = codes.shape
+    M = grad_y.shape[0]
+    acc = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
+    group = torch.arange(N, device=codes.device) // (N // G)
+    bins = (group[:, None] * S + torch.arange(S, device=codes.device)) * k + codes.to(torch.int64)  # [N, S]
+    hist = grad_y.new_zeros((M, G * S * k), dtype=acc)
+    hist.index_add_(1, bins.reshape(-1), grad_y.to(acc).repeat_interleave(S, dim=1))
+    grad_x = torch.einsum("mgsj,gjd->msd", hist.view(M, G, S, k), codebook.to(acc))
+    return grad_x.reshape(M, S * d).to(grad_y.dtype)
+
+
 def _pq_linear_backward(ctx, grad_y):
     x, codes, codebook = ctx.saved_tensors
     grad_x = grad_codebook = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_x = grad_y @ pq_decode(codes, codebook)
+        G, k, d = codebook.shape
+        if grad_y.shape[0] * 4 <= d:  # few rows: as in the forward, never build W
+            grad_x = _grad_input_through_codes(grad_y, codes, codebook)
+        else:
+            grad_x = grad_y @ pq_decode(codes, codebook)
     if ctx.needs_input_grad[2]:
         grad_codebook = codebook_grad(grad_y.t() @ x, codes, codebook)
     if ctx.has_bias and ctx.needs_input_grad[3]:

@@ -1,0 +1,176 @@
+"""Data sets for the pipelines, read from the shared data folder (never bundled with the project).
+
+- CIFAR-10 from its JPEG archive (decoded once, cached as uint8 arrays outside the repository);
+- any data set in the canonical IDX format (MNIST and friends), gzipped or not;
+- the Free Spoken Digit Dataset as log-spectrograms, with its official split.
+
+The data folder is $GWKCUDA_DATA if set, else ``shared/data`` beside the project checkout. A missing
+file raises FileNotFoundError naming the path that was expected.
+"""
+import gzip
+import hashlib
+import io as _io
+import os
+import tarfile
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def data_root() -> Path:
+    """The shared data folder: $GWKCUDA_DATA, else shared/data beside the project checkout."""
+    env = os.environ.get("GWKCUDA_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def cache_dir() -> Path:
+    """Where decoded arrays are cached: $GWKCUDA_CACHE, else ~/.cache/gwkcuda."""
+    path = Path(os.environ.get("GWKCUDA_CACHE", Path.home() / ".cache" / "gwkcuda"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: expected {path} (set GWKCUDA_DATA to the folder "
+                                "holding the shared data sets)")
+    return path
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _cached(name: str, source: Path, build):
+    """Arrays built from `source` once, then read from an .npz cache (no pickle)."""
+    cache = cache_dir() / f"{name}-{_file_key(source)}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    arrays = build()
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, cache)
+    return arrays
+
+
+def cifar10(split: str = "test", root=None):
+    """CIFAR-10 from cifar10-jpeg.tar.gz: (images uint8 [N, 32, 32, 3], labels int64 [N]), ordered
+    by file number then class, so that any prefix is class-balanced (deterministic).
+    split: "train" (50,000) or "test" (10,000)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"cifar10: expected split 'train' or 'test', got {split!r}")
+    archive = _require(Path(root or data_root()) / "cifar10-jpeg.tar.gz", "CIFAR-10 archive")
+
+    def build():
+        from PIL import Image
+        found = []  # (name, part, label, image); the archive is read as one stream, then sorted
+        with tarfile.open(archive, "r|gz") as tar:
+            for m in tar:
+                if not (m.isfile() and m.name.endswith(".jpg")):
+                    continue
+                part, cls = m.name.split("/")[-3:-1]
+                with Image.open(_io.BytesIO(tar.extractfile(m).read())) as img:
+                    pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                found.append((m.name, part, CIFAR10_CLASSES.index(cls), pixels))
+        # By file number, then class: every prefix (e.g. the first 5,000 test images) holds all
+        # classes in equal measure, unlike the archive's class-by-class order.
+        found.sort(key=lambda item: (Path(item[0]).name, item[0]))
+        images = {p: [f[3] for f in found if f[1] == p] for p in ("train", "test")}
+        labels = {p: [f[2] for f in found if f[1] == p] for p in ("train", "test")}
+        return {f"{p}_{k}": np.stack(v) if k == "images" else np.asarray(v, dtype=np.int64)
+                for p in ("train", "test") for k, v in (("images", images[p]), ("labels", labels[p]))}
+
+    arrays = _cached("cifar10-v2", archive, build)
+    return torch.from_numpy(arrays[f"{split}_images"]), torch.from_numpy(arrays[f"{split}_labels"])
+
+
+def cifar10_normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 32, 32, 3] -> float32 [N, 3, 32, 32], normalised with the CIFAR-10 statistics."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def load_idx(path) -> torch.Tensor:
+    """A tensor from a file in the IDX format (gzipped or not): uint8, int8, int16, int32,
+    float32 or float64 data, any rank."""
+    path = _require(Path(path), "IDX file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX data type 0x{data[2]:02x}")
+    rank = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank)]
+    body = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * rank)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: truncated IDX file ({body.size} values for shape {dims})")
+    return torch.from_numpy(body.reshape(dims).astype(body.dtype.newbyteorder("="))).clone()
+
+
+def idx_dataset(folder, split: str = "train"):
+    """(images, labels) from a folder of IDX files named like MNIST's ({train,t10k}-{images-idx3,
+    labels-idx1}-ubyte[.gz])."""
+    folder = Path(folder)
+    prefix = {"train": "train", "test": "t10k"}[split]
+    def find(kind):
+        for name in (f"{prefix}-{kind}-ubyte.gz", f"{prefix}-{kind}-ubyte"):
+            if (folder / name).exists():
+                return folder / name
+        raise FileNotFoundError(f"IDX data set: expected {folder / (prefix + '-' + kind + '-ubyte.gz')}")
+    return load_idx(find("images-idx3")), load_idx(find("labels-idx1")).long()
+
+
+FSDD_SAMPLE_RATE = 8000
+FSDD_FRAMES = 64  # 64 hops of 128 samples: about one second
+
+
+def fsdd(split: str = "train", root=None):
+    """Free Spoken Digit Dataset as log-spectrograms: (x float32 [N, 1, 129, 64], labels [N]).
+
+    Official split: recordings with index 0-4 are the test set (300), the rest train (2,700).
+    Spectrogram: STFT with a 256-sample Hann window and hop 128 at 8 kHz, log(1 + |X|), cropped
+    or zero-padded to 64 frames."""
+    if split not in ("train", "test"):
+        raise ValueError(f"fsdd: expected split 'train' or 'test', got {split!r}")
+    archive = _require(Path(root or data_root()) / "fsdd-recordings.tar.gz", "FSDD archive")
+
+    def build():
+        out = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+        window = torch.hann_window(256)
+        recordings = []
+        with tarfile.open(archive, "r|gz") as tar:  # one stream; sorted afterwards
+            for m in tar:
+                if m.isfile() and m.name.endswith(".wav"):
+                    recordings.append((m.name, tar.extractfile(m).read()))
+        for name, blob in sorted(recordings):
+                digit, _, index = Path(name).stem.split("_")
+                with wave.open(_io.BytesIO(blob)) as w:
+                    raw = w.readframes(w.getnframes())
+                    width = w.getsampwidth()
+                audio = np.frombuffer(raw, dtype={1: np.uint8, 2: "<i2"}[width]).astype(np.float32)
+                audio = (audio - 128) / 128 if width == 1 else audio / 32768
+                spec = torch.stft(torch.from_numpy(audio), 256, 128, window=window,
+                                  return_complex=True).abs().log1p()
+                frames = spec[:, :FSDD_FRAMES]
+                frames = torch.nn.functional.pad(frames, (0, FSDD_FRAMES - frames.shape[1]))
+                part = "test" if int(index) <= 4 else "train"
+                out[f"{part}_x"].append(frames.numpy())
+                out[f"{part}_y"].append(int(digit))
+        return {k: np.stack(v).astype(np.float32) if k.endswith("_x") else np.asarray(v, dtype=np.int64)
+                for k, v in out.items()}
+
+    arrays = _cached("fsdd", archive, build)
+    return torch.from_numpy(arrays[f"{split}_x"]).unsqueeze(1), torch.from_numpy(arrays[f"{split}_y"])

@@ -1,0 +1,63 @@
+"""Models and data loaders: checkpoint loading, IDX parsing, and the shared data sets when present."""
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from gwkcuda import data
+from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar
+
+SHARED = data.data_root()
+needs_shared = pytest.mark.skipif(not (SHARED / "cifar10-jpeg.tar.gz").exists(),
+                                  reason=f"shared data sets not found at {SHARED}")
+
+
+@pytest.mark.parametrize("depth, params", [(20, 269_722), (32, 464_154)])
+def test_resnet_sizes(depth, params):
+    assert sum(p.numel() for p in resnet_cifar(depth).parameters()) == params
+    assert resnet_cifar(depth)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_resnet_adapts_channels_and_classes():
+    assert resnet_cifar(20, num_classes=7, in_channels=1)(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+    with pytest.raises(ValueError, match="expected depth = 6n \\+ 2"):
+        resnet_cifar(21)
+
+
+def test_kws_cnn_shape():
+    assert kws_cnn()(torch.randn(3, 1, 129, 64)).shape == (3, 10)
+
+
+def test_load_checkpoint_strips_prefix_and_refuses_mismatch(tmp_path):
+    model = resnet_cifar(20)
+    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, tmp_path / "c.th")
+    other = load_checkpoint(resnet_cifar(20), tmp_path / "c.th")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.eval()(x), other.eval()(x))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_checkpoint(resnet_cifar(32), tmp_path / "c.th")
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(model, tmp_path / "missing.th")
+
+
+def test_idx_round_trip(tmp_path):
+    arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    header = bytes([0, 0, 0x08, 3]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    with gzip.open(tmp_path / "x-ubyte.gz", "wb") as f:
+        f.write(header + arr.tobytes())
+    assert torch.equal(data.load_idx(tmp_path / "x-ubyte.gz"), torch.from_numpy(arr))
+    (tmp_path / "bad").write_bytes(header + arr.tobytes()[:-1])
+    with pytest.raises(ValueError, match="truncated"):
+        data.load_idx(tmp_path / "bad")
+
+
+def test_missing_data_names_the_expected_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "cifar10-jpeg.tar.gz")):
+        data.cifar10("test", root=tmp_path)
+
+
+@needs_shared
+def test_mnist_idx_from_shared_data():
+    images, labels = data.idx_dataset(SHARED / "mnist", "test")
+    assert images.shape == (10_000, 28, 28) and labels[:5].tolist() == [7, 2, 1, 0, 4]
