@@ -1,0 +1,108 @@
+"""Bin & Quant experiments behind the README table: no retraining, accuracy budget on a search
+subset, accuracy reported on held-out images the search never saw.
+
+    python bench/exp_binquant.py --model resnet20 --mode perturb --search 1000
+    python bench/exp_binquant.py --model kws --mode gradient
+
+resnet20: the pretrained CIFAR ResNet-20 of the shared data folder; search on the first --search
+images of the first 5,000 CIFAR-10 JPEG test images, report on the last 5,000.
+kws: the project's keyword-spotting CNN trained on the FSDD train split (cached after the first
+run); search on --search train recordings, report on the official test split (300).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gwkcuda import data  # noqa: E402
+from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant  # noqa: E402
+from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar  # noqa: E402
+
+
+def accuracy(model, x, y, batch=1000):
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return (pred == y).float().mean().item()
+
+
+def train_kws(epochs=25, seed=0):
+    path = data.cache_dir() / f"kws_fsdd_e{epochs}_s{seed}.pt"
+    model = kws_cnn()
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model
+    torch.manual_seed(seed)
+    x, y = data.fsdd("train")
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            b = perm[i:i + 64]
+            loss = F.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+    torch.save(model.state_dict(), path)
+    return model
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["resnet20", "kws"], default="resnet20")
+    ap.add_argument("--mode", choices=["perturb", "gradient"], default="perturb")
+    ap.add_argument("--search", type=int, default=1000)
+    ap.add_argument("--max-drop", type=float, default=1.0)
+    ap.add_argument("--max-bins", type=int, default=16)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    if args.model == "resnet20":
+        model = load_checkpoint(resnet_cifar(20), data.data_root() / "pretrained" / "resnet20-12fca82f.th")
+        images, labels = data.cifar10("test")
+        x = data.cifar10_normalize(images)
+        xs, ys = x[: args.search], labels[: args.search]
+        xr, yr = x[5000:], labels[5000:]
+        calib = (xs[:512], ys[:512])
+    else:
+        model = train_kws()
+        xt, yt = data.fsdd("train")
+        xs, ys = xt[: args.search], yt[: args.search]
+        xr, yr = data.fsdd("test")
+        calib = (xs[:512], ys[:512])
+    model.eval()
+    report_before = accuracy(model, xr, yr)
+
+    def grad_fn(m):
+        m.eval()
+        F.cross_entropy(m(calib[0]), calib[1]).backward()
+
+    config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins, sensitivity=args.mode,
+                            progress=sys.stderr.isatty())
+    result = bin_and_quant(model, lambda m: accuracy(m, xs, ys), config, grad_fn=grad_fn)
+    report_after = accuracy(model, xr, yr)
+    out = args.out or f"/tmp/binquant-{args.model}-{args.mode}.gwk"
+    sizes = save_binquant(out, result)
+    row = {"model": args.model, "mode": args.mode, "search_images": len(xs), "report_images": len(xr),
+           "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
+           "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
+           "report_acc_before": report_before, "report_acc_after": report_after,
+           "all_inclusive": sizes["all_inclusive"], "indices_only": sizes["indices_only"],
+           "bits_per_weight": sizes["bits_per_weight"], "file_bytes": sizes["file_bytes"],
+           "bins": {r.name: r.bins for r in result.layers},
+           "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}
+    print(json.dumps(row, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Bin & Quant: compression of a trained model with no retraining, guided by sensitivity
+(paper-spec section 1; the authors' public B&Q code).
+
+Each selected layer's weights are binned by edges e_0 < ... < e_B (initially min, mu-sigma, mu,
+mu+sigma, max of the layer's weights; half-open bins, the last closed) and every weight is replaced
+by its bin's value: the bin midpoint (the authors' rule) or the mean of its members. While the
+model misses its accuracy floor, the most sensitive bin is split at its middle, up to max_bins.
+Sensitivity of a bin: the accuracy after scaling only that bin's weights by (1 + p_bin)
+("perturb", one evaluation per new bin), or our first-order proxy sum |g_i * w_i| over its weights
+with g accumulated over calibration batches ("gradient", no evaluations).
+
+Budget: layers are processed largest first, and layer l of L must keep the model (with every
+layer so far compressed) at accuracy >= A0 - max_drop * (l + 1) / L on the search data, so the whole
+model ends within max_drop of A0. The fewest bins that meet the floor are kept; a layer that cannot
+meet it with max_bins bins stays uncompressed.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+from torch import nn
+
+from . import huffman, io, ops
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+
+@dataclass
+class BinQuantConfig:
+    """max_drop: accuracy points (percent) the model may lose on the search data; max_bins: bins
+    per layer at most; p_layer, p_bin: multiplicative perturbations for layer and bin sensitivity;
+    sensitivity: "perturb" or "gradient"; values: "midpoint" or "mean"; min_weights: smaller
+    layers stay uncompressed."""
+    max_drop: float = 1.0
+    max_bins: int = 16
+    p_layer: float = 0.03
+    p_bin: float = 0.2
+    sensitivity: str = "perturb"
+    values: str = "midpoint"
+    min_weights: int = 1024
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.sensitivity not in ("perturb", "gradient"):
+            raise ValueError(f"BinQuantConfig: expected sensitivity 'perturb' or 'gradient', got {self.sensitivity!r}")
+        if self.values not in ("midpoint", "mean"):
+            raise ValueError(f"BinQuantConfig: expected values 'midpoint' or 'mean', got {self.values!r}")
+        if not 2 <= self.max_bins <= 2**16:
+            raise ValueError(f"BinQuantConfig: expected max_bins in 2..65536, got {self.max_bins}")
+        if self.max_drop < 0:
+            raise ValueError(f"BinQuantConfig: expected max_drop >= 0, got {self.max_drop}")
+
+
+@dataclass
+class LayerResult:
+    name: str
+    shape: List[int]
+    edges: Optional[List[float]]  # None: left uncompressed
+    values: Optional[List[float]]
+    accuracy: float               # model accuracy after this layer (search data)
+    sensitivity: float            # layer sensitivity S_l (mean accuracy under +-p_layer)
+    evaluations: int
+    searched_edges: List[float] = field(default_factory=list)  # the finest binning tried
+
+    @property
+    def bins(self) -> int:
+        return 0 if self.edges is None else len(self.edges) - 1
+
+
+@dataclass
+class BinQuantResult:
+    model: nn.Module
+    layers: List[LayerResult]
+    evaluations: int
+    baseline_accuracy: float
+    accuracy: float
+    seconds: float
+    report: dict = field(default_factory=dict)
+
+
+def initial_edges(v: torch.Tensor) -> List[float]:
+    """[min, mu - sigma, mu, mu + sigma, max] of v, kept strictly increasing inside [min, max]."""
+    lo, hi = float(v.min()), float(v.max())
+    mu, sigma = float(v.mean()), float(v.std())
+    inner = sorted({e for e in (mu - sigma, mu, mu + sigma) if lo < e < hi})
+    return [lo] + inner + [hi]
+
+
+def bin_index(v: torch.Tensor, edges: List[float]) -> torch.Tensor:
+    """Bin of each weight: half-open [e_j, e_{j+1}), the last bin closed [e_{B-1}, e_B]."""
+    inner = torch.tensor(edges[1:-1], dtype=v.dtype, device=v.device)
+    return torch.bucketize(v, inner, right=True).clamp_max(len(edges) - 2)
+
+
+def bin_values(v: torch.Tensor, edges: List[float], idx: torch.Tensor, rule: str) -> torch.Tensor:
+    """Each bin's value: its midpoint, or the mean of its members (midpoint if it has none)."""
+    e = torch.tensor(edges, dtype=torch.float64)
+    mid = (e[:-1] + e[1:]) / 2
+    if rule == "midpoint":
+        return mid.to(v.dtype)
+    B = len(edges) - 1
+    sums = torch.zeros(B, dtype=torch.float64).index_add_(0, idx.cpu(), v.double().cpu())
+    counts = torch.bincount(idx.cpu(), minlength=B).double()
+    return torch.where(counts > 0, sums / counts.clamp_min(1), mid).to(v.dtype)
+
+
+def quantize(v: torch.Tensor, edges: List[float], rule: str = "midpoint"):
+    """(quantised v, bin indices, bin values)."""
+    idx = bin_index(v, edges)
+    values = bin_values(v, edges, idx, rule)
+    return values.to(v.device)[idx], idx, values
+
+
+def compressible_layers(model: nn.Module, min_weights: int):
+    """(name, module) of every Conv/Linear layer with at least min_weights weights, largest first."""
+    found = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and m.weight.numel() >= min_weights]
+    return sorted(found, key=lambda nm: -nm[1].weight.numel())
+
+
+def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], config: BinQuantConfig,
+                  grad_fn: Optional[Callable[[nn.Module], None]] = None) -> BinQuantResult:
+    """Compresses ``model`` in place (its selected weights become bin values).
+
+    Args:
+        model: a trained float model.
+        eval_fn: model -> accuracy in [0, 1] on the search data.
+        config: BinQuantConfig.
+        grad_fn: model -> None, runs backward over calibration batches (gradient mode only).
+    Returns:
+        BinQuantResult with the model, a per-layer table, the evaluations spent, accuracies and a
+        report dict (without file sizes: see :func:`save_binquant` for those).
+    """
+    start = time.perf_counter()
+    counter = {"n": 0}
+
+    def evaluate():
+        counter["n"] += 1
+        with torch.no_grad():
+            return float(eval_fn(model))
+
+    layers = compressible_layers(model, config.min_weights)
+    if not layers:
+        raise ValueError(f"bin_and_quant: no Conv/Linear layer with >= {config.min_weights} weights")
+    importance = {}
+    if config.sensitivity == "gradient":
+        if grad_fn is None:
+            raise ValueError("bin_and_quant: the gradient mode needs grad_fn (runs backward over calibration batches)")
+        model.zero_grad(set_to_none=True)
+        grad_fn(model)
+        for name, m in layers:
+            if m.weight.grad is None:
+                raise ValueError(f"bin_and_quant: grad_fn left no gradient on {name}.weight")
+            importance[name] = (m.weight.grad.detach() * m.weight.detach()).abs().reshape(-1)
+        model.zero_grad(set_to_none=True)
+
+    baseline = evaluate()
+    floor_step = config.max_drop / 100 / len(layers)
+    results = []
+    bar = tqdm(total=len(layers), desc="bin & quant", disable=not config.progress) if tqdm else None
+    for index, (name, m) in enumerate(layers):
+        spent = counter["n"]
+        w = m.weight.data
+        original = w.clone()
+        v = original.reshape(-1)
+
+        # Layer sensitivity: mean accuracy with the layer scaled by 1 +- p_layer.
+        accs = []
+        for sign in (1, -1):
+            w.copy_(original * (1 + sign * config.p_layer))
+            accs.append(evaluate())
+        w.copy_(original)
+        layer_sensitivity = sum(accs) / 2
+
+        floor = baseline - floor_step * (index + 1)
+        edges = initial_edges(v)
+        cache = {}
+        chosen, chosen_acc = None, None
+        while True:
+            q, idx, _ = quantize(v, edges, config.values)
+            w.copy_(q.view_as(w))
+            acc = evaluate()
+            if acc >= floor:
+                chosen, chosen_acc = list(edges), acc
+                break
+            if len(edges) - 1 >= config.max_bins:
+                break
+            scores = []
+            for j in range(len(edges) - 1):
+                key = (edges[j], edges[j + 1])
+                if key not in cache:
+                    members = idx == j
+                    if config.sensitivity == "perturb":
+                        perturbed = torch.where(members, v * (1 + config.p_bin), v)
+                        w.copy_(perturbed.view_as(w))
+                        cache[key] = evaluate()  # lower accuracy: more sensitive
+                    else:
+                        cache[key] = -float(importance[name][members].sum())
+                scores.append(cache[key])
+            worst = min(range(len(scores)), key=lambda j: scores[j])
+            edges.insert(worst + 1, (edges[worst] + edges[worst + 1]) / 2)
+        if chosen is None:
+            w.copy_(original)
+            chosen_acc = evaluate()
+            values = None
+        else:
+            q, idx, values = quantize(v, chosen, config.values)
+            w.copy_(q.view_as(w))
+            values = values.tolist()
+        results.append(LayerResult(name, list(w.shape), chosen, values, chosen_acc, layer_sensitivity,
+                                   counter["n"] - spent, list(edges)))
+        if bar is not None:
+            bar.set_postfix(layer=name, bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    final = results[-1].accuracy
+    result = BinQuantResult(model, results, counter["n"], baseline, final, time.perf_counter() - start)
+    result.report = {
+        "method": "binquant", "baseline_accuracy": baseline, "accuracy": final,
+        "evaluations": counter["n"], "seconds": result.seconds,
+        "layers": [{"name": r.name, "shape": r.shape, "method": "binquant" if r.edges else "float32",
+                    "bins": r.bins, "bits_per_weight": math.ceil(math.log2(r.bins)) if r.bins else 32,
+                    "accuracy": r.accuracy, "sensitivity": r.sensitivity, "evaluations": r.evaluations}
+                   for r in results]}
+    return result
+
+
+def _encode_indices(idx: torch.Tensor, bins: int):
+    """The smaller of a bit array at ceil(log2 bins) bits and a canonical Huffman code."""
+    nbits = max(1, math.ceil(math.log2(bins)))
+    packed = ops.pack_bits(idx.to(torch.int32), nbits)
+    counts = torch.bincount(idx, minlength=bins).tolist()
+    lengths = huffman.code_lengths(counts)
+    if huffman.encoded_bits(counts, lengths) < idx.numel() * nbits:
+        return huffman.encode(idx, lengths), {"encoding": "huffman", "code_lengths": lengths}
+    return packed, {"encoding": "bitarray", "nbits": nbits}
+
+
+def save_binquant(path, result: BinQuantResult) -> dict:
+    """Writes the compressed model (gwkcuda.io format) and returns size accounting: every byte of
+    the file against the fp32 model (all float parameters and buffers at 4 bytes)."""
+    model = result.model
+    compressed = {r.name: r for r in result.layers if r.edges is not None}
+    tensors, layers_meta = {}, {}
+    for name, t in model.state_dict().items():
+        layer = name.rsplit(".", 1)[0]
+        if name.endswith(".weight") and layer in compressed:
+            r = compressed[layer]
+            idx = bin_index(t.reshape(-1).float(), r.edges)
+            stream, meta = _encode_indices(idx, r.bins)
+            tensors[name + ".indices"] = stream
+            tensors[name + ".values"] = torch.tensor(r.values, dtype=torch.float32)
+            layers_meta[name] = {**meta, "shape": list(t.shape), "numel": t.numel(), "bins": r.bins}
+        else:
+            tensors[name] = t.float() if t.is_floating_point() else t
+    io.save_compressed(path, tensors, {"method": "binquant", "layers": layers_meta, "report": result.report})
+    import os
+    fp32_bytes = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    file_bytes = os.path.getsize(path)
+    index_bits = sum(tensors[n + ".indices"].numel() * 8 for n in layers_meta)
+    compressed_weights = sum(m["numel"] for m in layers_meta.values())
+    return {"file_bytes": file_bytes, "fp32_bytes": fp32_bytes, "all_inclusive": fp32_bytes / file_bytes,
+            "indices_only": compressed_weights * 32 / max(1, index_bits),
+            "bits_per_weight": index_bits / max(1, compressed_weights)}
+
+
+def load_binquant(path, model: nn.Module) -> nn.Module:
+    """Loads a file written by :func:`save_binquant` into ``model`` (same architecture)."""
+    tensors, meta = io.load_compressed(path)
+    if meta.get("method") != "binquant":
+        raise io.CompressedFileError(f"{path}: not a Bin & Quant file (method {meta.get('method')!r})")
+    state = {}
+    for name, t in tensors.items():
+        if name.endswith(".indices") or name.endswith(".values"):
+            continue
+        state[name] = t
+    for name, m in meta["layers"].items():
+        stream = tensors[name + ".indices"]
+        if m["encoding"] == "huffman":
+            idx = huffman.decode(stream, m["code_lengths"], m["numel"])
+        else:
+            idx = ops.unpack_bits(stream, m["nbits"], m["numel"]).long()
+        state[name] = tensors[name + ".values"][idx].reshape(m["shape"])
+    target = model.state_dict()
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
+    return model

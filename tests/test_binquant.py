@@ -1,0 +1,122 @@
+"""Bin & Quant mechanics on hand-made tensors and a small trained model."""
+import pytest
+import torch
+from torch import nn
+
+from gwkcuda import binquant, huffman
+from gwkcuda.binquant import BinQuantConfig, bin_and_quant, load_binquant, save_binquant
+
+
+def test_initial_edges_and_half_open_bins():
+    v = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+    edges = binquant.initial_edges(v)
+    mu, sigma = v.mean().item(), v.std().item()
+    assert edges == pytest.approx([-3.0, mu - sigma, mu, mu + sigma, 3.0])
+    idx = binquant.bin_index(torch.tensor([-3.0, mu - sigma, mu, 2.9, 3.0]), edges)
+    assert idx.tolist() == [0, 1, 2, 3, 3]  # an edge belongs to the bin above; the max to the last
+
+
+def test_midpoint_and_mean_values():
+    v = torch.tensor([0.0, 0.1, 0.2, 0.9, 1.0])
+    edges = [0.0, 0.5, 1.0]
+    q, idx, values = binquant.quantize(v, edges, "midpoint")
+    assert values.tolist() == pytest.approx([0.25, 0.75]) and q.tolist() == pytest.approx([0.25] * 3 + [0.75] * 2)
+    _, _, means = binquant.quantize(v, edges, "mean")
+    assert means.tolist() == pytest.approx([0.1, 0.95])
+
+
+class Toy(nn.Module):
+    def __init__(self, features=64, hidden=32):
+        super().__init__()
+        self.fc1 = nn.Linear(features, hidden)
+        self.fc2 = nn.Linear(hidden, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def trained_toy(features=64, hidden=32):
+    torch.manual_seed(0)
+    teacher = nn.Linear(features, 4)
+    x = torch.randn(2000, features)
+    y = teacher(x).argmax(1)
+    model = Toy(features, hidden)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, x, y
+
+
+def accuracy(model, x, y):
+    return (model(x).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("mode", ["perturb", "gradient"])
+def test_budget_is_never_exceeded_on_search_data(mode):
+    model, x, y = trained_toy()
+    base = accuracy(model, x, y)
+    grad_fn = lambda m: nn.functional.cross_entropy(m(x[:500]), y[:500]).backward()
+    config = BinQuantConfig(max_drop=1.0, max_bins=16, sensitivity=mode, min_weights=100)
+    result = bin_and_quant(model, lambda m: accuracy(m, x, y), config, grad_fn=grad_fn)
+    assert result.baseline_accuracy == pytest.approx(base)
+    assert accuracy(model, x, y) >= base - 0.01 - 1e-9
+    for i, layer in enumerate(result.layers):
+        assert layer.accuracy >= base - 0.01 * (i + 1) / len(result.layers) - 1e-9
+        if layer.edges is not None:
+            distinct = torch.unique(dict(model.named_modules())[layer.name].weight).numel()
+            assert distinct <= layer.bins
+    if mode == "gradient":  # no evaluations per bin
+        assert result.evaluations <= 1 + sum(3 + l.bins for l in result.layers)
+
+
+def test_split_picks_the_bin_whose_perturbation_hurts_most():
+    # One layer; accuracy drops only when weights in [0.5, 1] are perturbed or coarsely binned.
+    model = nn.Sequential(nn.Linear(40, 40, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.linspace(-1, 1, 1600).reshape(40, 40))
+    original = model[0].weight.detach().clone()
+    sensitive = original >= 0.5
+
+    def eval_fn(m):
+        err = (m[0].weight - original)[sensitive].abs().max().item()
+        return 1.0 - err  # perfect only when the sensitive weights are (nearly) exact
+
+    config = BinQuantConfig(max_drop=5.0, max_bins=8, min_weights=1)
+    result = bin_and_quant(model, eval_fn, config)
+    edges = result.layers[0].searched_edges
+    start = binquant.initial_edges(original.reshape(-1))
+    added = [e for e in edges if e not in start]
+    assert len(added) == 4 and all(e > 0.5 for e in added), f"splits went elsewhere: {added}"
+
+
+def test_huffman_round_trip_exact():
+    gen = torch.Generator().manual_seed(0)
+    for probs in ([0.7, 0.1, 0.1, 0.05, 0.05], [1.0], [0.5, 0.5], [1 / 16] * 16):
+        sym = torch.multinomial(torch.tensor(probs), 5000, replacement=True, generator=gen)
+        counts = torch.bincount(sym, minlength=len(probs)).tolist()
+        lengths = huffman.code_lengths(counts)
+        stream = huffman.encode(sym, lengths)
+        assert stream.numel() == (huffman.encoded_bits(counts, lengths) + 7) // 8
+        assert torch.equal(huffman.decode(stream, lengths, sym.numel()), sym)
+    assert huffman.code_lengths([5, 0, 3]) == [1, 0, 1]
+
+
+def test_saved_model_reloads_exactly(tmp_path):
+    model, x, y = trained_toy(256, 128)
+    config = BinQuantConfig(max_drop=2.0, min_weights=100)
+    result = bin_and_quant(model, lambda m: accuracy(m, x, y), config)
+    sizes = save_binquant(tmp_path / "m.gwk", result)
+    assert sizes["file_bytes"] == (tmp_path / "m.gwk").stat().st_size
+    assert sizes["all_inclusive"] > 4, sizes  # 32-bit weights down to at most 4-bit indices + header
+    fresh = load_binquant(tmp_path / "m.gwk", Toy(256, 128))
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="sensitivity 'perturb' or 'gradient'"):
+        BinQuantConfig(sensitivity="hessian")
+    with pytest.raises(ValueError, match="gradient mode needs grad_fn"):
+        bin_and_quant(Toy(), lambda m: 1.0, BinQuantConfig(sensitivity="gradient", min_weights=1))
