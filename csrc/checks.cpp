@@ -15,6 +15,12 @@ void check_nbits(int64_t nbits, const char* op) {
 }
 }  // namespace
 
+std::string shape_of(const at::Tensor& t) {
+  std::ostringstream s;
+  s << t.sizes();
+  return s.str();
+}
+
 void check_pack_args(const at::Tensor& codes, int64_t nbits) {
   check_nbits(nbits, "pack_bits");
   // Exactly the types AT_DISPATCH_INTEGRAL_TYPES covers in both backends.

@@ -8,6 +8,9 @@
 
 namespace gwk {
 
+// A tensor's sizes as text, e.g. "[2, 3]", for error messages.
+std::string shape_of(const at::Tensor& t);
+
 // nbits in 1..16, an integer codes tensor.
 void check_pack_args(const at::Tensor& codes, int64_t nbits);
 

@@ -4,14 +4,11 @@
 
 #include <sstream>
 
+#include "checks.h"
+
 namespace gwk {
 
 namespace {
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
 
 void check_float(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": expected ", name,

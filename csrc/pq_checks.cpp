@@ -4,15 +4,9 @@
 
 #include <sstream>
 
-namespace gwk {
+#include "checks.h"
 
-namespace {
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-}  // namespace
+namespace gwk {
 
 PQShape check_pq_weight(const char* op, const at::Tensor& codes, const at::Tensor& codebook) {
   TORCH_CHECK(codebook.dim() == 3, op, ": expected a codebook of shape [G, k, d], got ",
