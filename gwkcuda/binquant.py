@@ -9,10 +9,12 @@ Sensitivity of a bin: the accuracy after scaling only that bin's weights by (1 +
 ("perturb", one evaluation per new bin), or our first-order proxy sum |g_i * w_i| over its weights
 with g accumulated over calibration batches ("gradient", no evaluations).
 
-Budget: layers are processed largest first, and layer l of L must keep the model (with every
-layer so far compressed) at accuracy >= A0 - max_drop * (l + 1) / L on the search data, so the whole
-model ends within max_drop of A0. The fewest bins that meet the floor are kept; a layer that cannot
-meet it with max_bins bins stays uncompressed.
+Budget: layers are processed largest first, and each receives a share of max_drop proportional
+to its number of weights (the bits at stake): after compressing the layers holding a fraction f of
+the selected weights, the model (every layer so far compressed) must keep accuracy >=
+A0 - max_drop * f on the search data, so the whole model ends within max_drop of A0, and budget a
+layer leaves unused passes to the next. The fewest bins that meet the floor are kept; a layer that
+cannot meet it with max_bins bins stays uncompressed.
 """
 import math
 import time
@@ -160,7 +162,8 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         model.zero_grad(set_to_none=True)
 
     baseline = evaluate()
-    floor_step = config.max_drop / 100 / len(layers)
+    total_weights = sum(m.weight.numel() for _, m in layers)
+    done_weights = 0
     results = []
     bar = tqdm(total=len(layers), desc="bin & quant", disable=not config.progress) if tqdm else None
     for index, (name, m) in enumerate(layers):
@@ -177,7 +180,8 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         w.copy_(original)
         layer_sensitivity = sum(accs) / 2
 
-        floor = baseline - floor_step * (index + 1)
+        done_weights += m.weight.numel()
+        floor = baseline - config.max_drop / 100 * done_weights / total_weights
         edges = initial_edges(v)
         cache = {}
         chosen, chosen_acc = None, None
