@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--search", type=int, default=1000)
     ap.add_argument("--max-drop", type=float, default=1.0)
     ap.add_argument("--max-bins", type=int, default=16)
+    ap.add_argument("--values", choices=["midpoint", "mean"], default="midpoint",
+                    help="bin value: the midpoint (the authors' rule) or the mean of its weights")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -88,12 +90,12 @@ def main():
         F.cross_entropy(m(calib[0]), calib[1]).backward()
 
     config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins, sensitivity=args.mode,
-                            progress=sys.stderr.isatty())
+                            values=args.values, progress=sys.stderr.isatty())
     result = bin_and_quant(model, lambda m: accuracy(m, xs, ys), config, grad_fn=grad_fn)
     report_after = accuracy(model, xr, yr)
-    out = args.out or f"/tmp/binquant-{args.model}-{args.mode}.gwk"
+    out = args.out or f"/tmp/binquant-{args.model}-{args.mode}-{args.values}.gwk"
     sizes = save_binquant(out, result)
-    row = {"model": args.model, "mode": args.mode, "search_images": len(xs), "report_images": len(xr),
+    row = {"model": args.model, "mode": args.mode, "values": args.values, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
            "report_acc_before": report_before, "report_acc_after": report_after,
