@@ -17,6 +17,7 @@ layer leaves unused passes to the next. The fewest bins that meet the floor are 
 cannot meet it with max_bins bins stays uncompressed.
 """
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -264,7 +265,6 @@ def save_binquant(path, result: BinQuantResult) -> dict:
         else:
             tensors[name] = t.float() if t.is_floating_point() else t
     io.save_compressed(path, tensors, {"method": "binquant", "layers": layers_meta, "report": result.report})
-    import os
     fp32_bytes = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
     file_bytes = os.path.getsize(path)
     index_bits = sum(tensors[n + ".indices"].numel() * 8 for n in layers_meta)
