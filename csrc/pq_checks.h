@@ -20,6 +20,14 @@ PQShape check_pq_weight(const char* op, const at::Tensor& codes, const at::Tenso
 void check_pq_linear(const PQShape& s, const at::Tensor& x, const at::Tensor& codebook,
                      const std::optional<at::Tensor>& bias);
 
+// Calls fn(codes pointer) typed by the codes' dtype (const uint8_t* or const int32_t*), so each
+// kernel is written and called once for both code types.
+template <typename Fn>
+auto with_typed_codes(const at::Tensor& codes, const Fn& fn) {
+  if (codes.scalar_type() == at::kByte) return fn(codes.const_data_ptr<uint8_t>());
+  return fn(codes.const_data_ptr<int32_t>());
+}
+
 // Called once a kernel has flagged a code >= k: the first offender.
 std::string describe_bad_code_pq(const char* op, const at::Tensor& codes, int64_t k);
 

@@ -135,15 +135,9 @@ at::Tensor pq_decode_cpu(const at::Tensor& codes_in, const at::Tensor& codebook_
   auto w = at::empty({s.N, s.K}, codebook.options());
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "pq_decode_cpu", [&] {
-    if (codes.scalar_type() == at::kByte) {
-      ok = decode_rows<scalar_t, uint8_t>(s, codes.const_data_ptr<uint8_t>(),
-                                          codebook.const_data_ptr<scalar_t>(), 0, s.N,
-                                          w.mutable_data_ptr<scalar_t>());
-    } else {
-      ok = decode_rows<scalar_t, int32_t>(s, codes.const_data_ptr<int32_t>(),
-                                          codebook.const_data_ptr<scalar_t>(), 0, s.N,
-                                          w.mutable_data_ptr<scalar_t>());
-    }
+    ok = with_typed_codes(codes, [&](const auto* c) {
+      return decode_rows(s, c, codebook.const_data_ptr<scalar_t>(), 0, s.N, w.mutable_data_ptr<scalar_t>());
+    });
   });
   TORCH_CHECK(ok, describe_bad_code_pq("pq_decode", codes, s.k));
   return w;
@@ -166,13 +160,9 @@ at::Tensor pq_linear_cpu(const at::Tensor& x_in, const at::Tensor& codes_in,
       const int64_t n1 = std::min(s.N, n0 + kDecodeTileRows);
       auto w = tile.narrow(0, 0, n1 - n0);
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "pq_linear_decode", [&] {
-        ok = codes.scalar_type() == at::kByte
-                 ? decode_rows<scalar_t, uint8_t>(s, codes.const_data_ptr<uint8_t>(),
-                                                  codebook.const_data_ptr<scalar_t>(), n0, n1,
-                                                  w.mutable_data_ptr<scalar_t>())
-                 : decode_rows<scalar_t, int32_t>(s, codes.const_data_ptr<int32_t>(),
-                                                  codebook.const_data_ptr<scalar_t>(), n0, n1,
-                                                  w.mutable_data_ptr<scalar_t>());
+        ok = with_typed_codes(codes, [&](const auto* c) {
+          return decode_rows(s, c, codebook.const_data_ptr<scalar_t>(), n0, n1, w.mutable_data_ptr<scalar_t>());
+        });
       });
       y.narrow(1, n0, n1 - n0).copy_(at::matmul(x, w.t()));
     }
@@ -189,15 +179,10 @@ at::Tensor pq_linear_cpu(const at::Tensor& x_in, const at::Tensor& codes_in,
   bool ok = true;
   AT_DISPATCH_FLOATING_TYPES(acc, "pq_linear_lut", [&] {
     const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    ok = codes.scalar_type() == at::kByte
-             ? pq_linear_lut<scalar_t, uint8_t>(s, x.const_data_ptr<scalar_t>(), M,
-                                                codes.const_data_ptr<uint8_t>(),
-                                                codebook_t.const_data_ptr<scalar_t>(), b,
-                                                y.mutable_data_ptr<scalar_t>())
-             : pq_linear_lut<scalar_t, int32_t>(s, x.const_data_ptr<scalar_t>(), M,
-                                                codes.const_data_ptr<int32_t>(),
-                                                codebook_t.const_data_ptr<scalar_t>(), b,
-                                                y.mutable_data_ptr<scalar_t>());
+    ok = with_typed_codes(codes, [&](const auto* c) {
+      return pq_linear_lut(s, x.const_data_ptr<scalar_t>(), M, c, codebook_t.const_data_ptr<scalar_t>(), b,
+                           y.mutable_data_ptr<scalar_t>());
+    });
   });
   TORCH_CHECK(ok, describe_bad_code_pq("pq_linear", codes, s.k));
   return y.to(x_in.scalar_type());

@@ -103,17 +103,12 @@ at::Tensor pq_decode_cuda(const at::Tensor& codes_in, const at::Tensor& codebook
   auto bad = at::zeros({1}, codebook.options().dtype(at::kInt));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "pq_decode_cuda", [&] {
-    if (codes.scalar_type() == at::kByte) {
-      decode_kernel<scalar_t, uint8_t><<<blocks_for(s.N * s.S, kThreads), kThreads, 0, stream>>>(
-          codes.const_data_ptr<uint8_t>(), codebook.const_data_ptr<scalar_t>(), s.N, s.S, s.k,
-          static_cast<int>(s.d), s.rows_per_group, w.mutable_data_ptr<scalar_t>(),
-          bad.mutable_data_ptr<int>());
-    } else {
-      decode_kernel<scalar_t, int32_t><<<blocks_for(s.N * s.S, kThreads), kThreads, 0, stream>>>(
-          codes.const_data_ptr<int32_t>(), codebook.const_data_ptr<scalar_t>(), s.N, s.S, s.k,
-          static_cast<int>(s.d), s.rows_per_group, w.mutable_data_ptr<scalar_t>(),
-          bad.mutable_data_ptr<int>());
-    }
+    with_typed_codes(codes, [&](const auto* c) {
+      using code_t = std::remove_cv_t<std::remove_pointer_t<decltype(c)>>;
+      decode_kernel<scalar_t, code_t><<<blocks_for(s.N * s.S, kThreads), kThreads, 0, stream>>>(
+          c, codebook.const_data_ptr<scalar_t>(), s.N, s.S, s.k, static_cast<int>(s.d),
+          s.rows_per_group, w.mutable_data_ptr<scalar_t>(), bad.mutable_data_ptr<int>());
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   raise_on_bad_code("pq_decode", bad, codes, s.k);
@@ -143,17 +138,13 @@ at::Tensor pq_linear_cuda(const at::Tensor& x_in, const at::Tensor& codes_in,
     using acc_t = acc_type_t<scalar_t>;
     const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
     const int blocks = blocks_for(s.N, kWarpsPerBlock);
-    if (codes.scalar_type() == at::kByte) {
-      lookup_kernel<scalar_t, acc_t, uint8_t><<<blocks, kThreads, 0, stream>>>(
-          x.const_data_ptr<scalar_t>(), codes.const_data_ptr<uint8_t>(),
-          codebook.const_data_ptr<scalar_t>(), b, M, s.N, s.S, s.k, static_cast<int>(s.d),
-          s.rows_per_group, y.mutable_data_ptr<scalar_t>(), bad.mutable_data_ptr<int>());
-    } else {
-      lookup_kernel<scalar_t, acc_t, int32_t><<<blocks, kThreads, 0, stream>>>(
-          x.const_data_ptr<scalar_t>(), codes.const_data_ptr<int32_t>(),
-          codebook.const_data_ptr<scalar_t>(), b, M, s.N, s.S, s.k, static_cast<int>(s.d),
-          s.rows_per_group, y.mutable_data_ptr<scalar_t>(), bad.mutable_data_ptr<int>());
-    }
+    with_typed_codes(codes, [&](const auto* c) {
+      using code_t = std::remove_cv_t<std::remove_pointer_t<decltype(c)>>;
+      lookup_kernel<scalar_t, acc_t, code_t><<<blocks, kThreads, 0, stream>>>(
+          x.const_data_ptr<scalar_t>(), c, codebook.const_data_ptr<scalar_t>(), b, M, s.N, s.S, s.k,
+          static_cast<int>(s.d), s.rows_per_group, y.mutable_data_ptr<scalar_t>(),
+          bad.mutable_data_ptr<int>());
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   raise_on_bad_code("pq_linear", bad, codes, s.k);
