@@ -99,8 +99,8 @@ def main():
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
            "report_acc_before": report_before, "report_acc_after": report_after,
-           "all_inclusive": sizes["all_inclusive"], "indices_only": sizes["indices_only"],
-           "bits_per_weight": sizes["bits_per_weight"], "file_bytes": sizes["file_bytes"],
+           "all_inclusive": sizes["ratios"]["all_inclusive"], "indices_only": sizes["ratios"]["indices_only"],
+           "bits_per_weight": sizes["bits_per_weight"]["indices"], "file_bytes": sizes["file_bytes"],
            "bins": {r.name: r.bins for r in result.layers},
            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}
     print(json.dumps(row, indent=1))

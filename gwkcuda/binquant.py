@@ -17,7 +17,6 @@ layer leaves unused passes to the next. The fewest bins that meet the floor are 
 cannot meet it with max_bins bins stays uncompressed.
 """
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -25,7 +24,7 @@ from typing import Callable, List, Optional
 import torch
 from torch import nn
 
-from . import huffman, io, ops
+from . import model_file
 
 try:
     from tqdm.auto import tqdm
@@ -236,61 +235,21 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
     return result
 
 
-def _encode_indices(idx: torch.Tensor, bins: int):
-    """The smaller of a bit array at ceil(log2 bins) bits and a canonical Huffman code."""
-    nbits = max(1, math.ceil(math.log2(bins)))
-    packed = ops.pack_bits(idx.to(torch.int32), nbits)
-    counts = torch.bincount(idx, minlength=bins).tolist()
-    lengths = huffman.code_lengths(counts)
-    if huffman.encoded_bits(counts, lengths) < idx.numel() * nbits:
-        return huffman.encode(idx, lengths), {"encoding": "huffman", "code_lengths": lengths}
-    return packed, {"encoding": "bitarray", "nbits": nbits}
-
-
-def save_binquant(path, result: BinQuantResult) -> dict:
-    """Writes the compressed model (gwkcuda.io format) and returns size accounting: every byte of
-    the file against the fp32 model (all float parameters and buffers at 4 bytes)."""
+def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None) -> dict:
+    """Writes the compressed model (gwkcuda.model_file format: per compressed layer its bin
+    indices, bit array or Huffman, and bin values) and returns :func:`gwkcuda.model_file.describe`
+    of the file: every byte counted against the fp32 model. arch: see save_model."""
     model = result.model
-    compressed = {r.name: r for r in result.layers if r.edges is not None}
-    tensors, layers_meta = {}, {}
-    for name, t in model.state_dict().items():
-        layer = name.rsplit(".", 1)[0]
-        if name.endswith(".weight") and layer in compressed:
-            r = compressed[layer]
-            idx = bin_index(t.reshape(-1).float(), r.edges)
-            stream, meta = _encode_indices(idx, r.bins)
-            tensors[name + ".indices"] = stream
-            tensors[name + ".values"] = torch.tensor(r.values, dtype=torch.float32)
-            layers_meta[name] = {**meta, "shape": list(t.shape), "numel": t.numel(), "bins": r.bins}
-        else:
-            tensors[name] = t.float() if t.is_floating_point() else t
-    io.save_compressed(path, tensors, {"method": "binquant", "layers": layers_meta, "report": result.report})
-    fp32_bytes = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
-    file_bytes = os.path.getsize(path)
-    index_bits = sum(tensors[n + ".indices"].numel() * 8 for n in layers_meta)
-    compressed_weights = sum(m["numel"] for m in layers_meta.values())
-    return {"file_bytes": file_bytes, "fp32_bytes": fp32_bytes, "all_inclusive": fp32_bytes / file_bytes,
-            "indices_only": compressed_weights * 32 / max(1, index_bits),
-            "bits_per_weight": index_bits / max(1, compressed_weights)}
+    bins = {}
+    for r in result.layers:
+        if r.edges is not None:
+            name = r.name + ".weight"
+            w = model.get_parameter(name).detach()
+            bins[name] = (bin_index(w.reshape(-1).float(), r.edges), r.values)
+    return model_file.save_model(path, model, arch=arch, bins=bins,
+                                 meta={"method": "binquant"})
 
 
-def load_binquant(path, model: nn.Module) -> nn.Module:
-    """Loads a file written by :func:`save_binquant` into ``model`` (same architecture)."""
-    tensors, meta = io.load_compressed(path)
-    if meta.get("method") != "binquant":
-        raise io.CompressedFileError(f"{path}: not a Bin & Quant file (method {meta.get('method')!r})")
-    state = {}
-    for name, t in tensors.items():
-        if name.endswith(".indices") or name.endswith(".values"):
-            continue
-        state[name] = t
-    for name, m in meta["layers"].items():
-        stream = tensors[name + ".indices"]
-        if m["encoding"] == "huffman":
-            idx = huffman.decode(stream, m["code_lengths"], m["numel"])
-        else:
-            idx = ops.unpack_bits(stream, m["nbits"], m["numel"]).long()
-        state[name] = tensors[name + ".values"][idx].reshape(m["shape"])
-    target = model.state_dict()
-    model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
-    return model
+def load_binquant(path, model: Optional[nn.Module] = None) -> nn.Module:
+    """Loads a file written by :func:`save_binquant` (into ``model`` when given)."""
+    return model_file.load_model(path, model)

@@ -174,3 +174,47 @@ def fsdd(split: str = "train", root=None):
 
     arrays = _cached("fsdd", archive, build)
     return torch.from_numpy(arrays[f"{split}_x"]).unsqueeze(1), torch.from_numpy(arrays[f"{split}_y"])
+
+
+def digits(split: str = "train"):
+    """scikit-learn's bundled 8x8 digits (1,797 images, no download): (x float32 [N, 1, 8, 8] in
+    [0, 1], labels int64 [N]); a fixed stratified split, 1,347 train / 450 test."""
+    if split not in ("train", "test"):
+        raise ValueError(f"digits: expected split 'train' or 'test', got {split!r}")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32) / 16.0
+    parts = train_test_split(x, bunch.target, test_size=450, stratify=bunch.target, random_state=0)
+    x_part, y_part = (parts[0], parts[2]) if split == "train" else (parts[1], parts[3])
+    return torch.from_numpy(x_part).unsqueeze(1), torch.from_numpy(y_part.astype(np.int64))
+
+
+DATASET_NAMES = ("digits", "cifar10", "fsdd", "mnist")
+
+
+def load_dataset(name, split: str = "test", root=None):
+    """A data set ready for a model: (x float32 [N, C, H, W], labels int64 [N]).
+
+    name: "digits" (scikit-learn, no files needed), "cifar10" (normalised per channel), "fsdd"
+    (log-spectrograms), "mnist" (the IDX files in the data folder's mnist/), or the path of a
+    folder of IDX files named like MNIST's (images scaled to [0, 1]).
+    split: "train" or "test". A missing file raises FileNotFoundError naming the expected path."""
+    if split not in ("train", "test"):
+        raise ValueError(f"load_dataset: expected split 'train' or 'test', got {split!r}")
+    root = Path(root or data_root())
+    if name == "digits":
+        return digits(split)
+    if name == "cifar10":
+        images, labels = cifar10(split, root)
+        return cifar10_normalize(images), labels
+    if name == "fsdd":
+        return fsdd(split, root)
+    folder = root / "mnist" if name == "mnist" else Path(name)
+    if name != "mnist" and not folder.is_dir():
+        raise FileNotFoundError(f"unknown data set {name!r}: expected one of {', '.join(DATASET_NAMES)} "
+                                "or a folder of IDX files")
+    images, labels = idx_dataset(folder, split)
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return (x.unsqueeze(1) if x.dim() == 3 else x), labels

@@ -111,7 +111,7 @@ def test_saved_model_reloads_exactly(tmp_path):
     result = bin_and_quant(model, lambda m: accuracy(m, x, y), config)
     sizes = save_binquant(tmp_path / "m.gwk", result)
     assert sizes["file_bytes"] == (tmp_path / "m.gwk").stat().st_size
-    assert sizes["all_inclusive"] > 4, sizes  # 32-bit weights down to at most 4-bit indices + header
+    assert sizes["ratios"]["all_inclusive"] > 4, sizes  # 32-bit weights down to at most 4-bit indices + header
     fresh = load_binquant(tmp_path / "m.gwk", Toy(256, 128))
     assert torch.equal(fresh(x), model(x))
 

@@ -1,0 +1,216 @@
+"""A whole compressed model in one gwkcuda.io file, whatever the method, and its size accounting.
+
+Every weight is stored one of three ways, named by its entry in the header's ``layers``:
+- ``"pq"``: a product-quantised layer (PQLinear / PQConv2d): codes packed at ceil(log2 k) bits and
+  the codebook;
+- ``"bins"``: a Bin & Quant weight: bin indices, as a bit array or canonical Huffman code
+  (whichever is smaller), and the bin values;
+- anything else is a plain tensor (float32 for floating point), e.g. batch norm, biases and the
+  layers left uncompressed.
+The header also records the architecture (a name for :func:`gwkcuda.models.build_model`), so that
+:func:`load_model` rebuilds the model from the file alone, and the bytes of the fp32 original.
+
+Compression ratios (paper-spec 2.6): (a) indices only and (b) indices plus codebooks, both over
+the compressed weights at 32 bits each; (c) all-inclusive: the fp32 model's bytes (every floating
+parameter and buffer at 4 bytes) over the file's bytes.
+"""
+import math
+import os
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from . import huffman, io, ops
+from .nn import PQConv2d, PQLinear, _PQBase
+from .pq import PQWeight
+
+FLOAT_KIND = "float32"
+
+
+def _encode_bins(idx: torch.Tensor, bins: int):
+    """The smaller of a bit array at ceil(log2 bins) bits and a canonical Huffman code."""
+    nbits = max(1, math.ceil(math.log2(bins)))
+    counts = torch.bincount(idx, minlength=bins).tolist()
+    lengths = huffman.code_lengths(counts)
+    if huffman.encoded_bits(counts, lengths) < idx.numel() * nbits:
+        return huffman.encode(idx, lengths), {"encoding": "huffman", "code_lengths": lengths}
+    return ops.pack_bits(idx.to(torch.int32), nbits), {"encoding": "bitarray", "nbits": nbits}
+
+
+def _decode_bins(stream: torch.Tensor, meta: dict) -> torch.Tensor:
+    if meta["encoding"] == "huffman":
+        return huffman.decode(stream, meta["code_lengths"], meta["numel"])
+    return ops.unpack_bits(stream, meta["nbits"], meta["numel"]).long()
+
+
+def fp32_bytes(model: nn.Module) -> int:
+    """Bytes of the model with every floating parameter and buffer at fp32 (PQ layers counted
+    at their dense weight's size)."""
+    total = 0
+    for name, t in model.state_dict().items():
+        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        if isinstance(module, _PQBase) and name.endswith((".codes", ".codebook")):
+            continue
+        if t.is_floating_point():
+            total += t.numel() * 4
+    for m in model.modules():
+        if isinstance(m, _PQBase):
+            total += math.prod(m.weight_shape) * 4
+    return total
+
+
+def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
+               bins: Optional[Dict[str, tuple]] = None, meta: Optional[dict] = None) -> dict:
+    """Writes ``model`` (its PQ layers as codes and codebooks) to ``path`` atomically.
+
+    Args:
+        arch: {"name": model name, "num_classes": int, "in_channels": int} to rebuild it; optional.
+        bins: parameter name -> (indices int64 [numel], values float [bins]) for Bin & Quant
+            weights (the model's weight there must equal values[indices]).
+        meta: extra JSON metadata (method, report, ...).
+    Returns:
+        :func:`describe` of the written file.
+    """
+    bins = bins or {}
+    tensors, layers = {}, {}
+    pq_modules = {n: m for n, m in model.named_modules() if isinstance(m, _PQBase)}
+    for name, m in pq_modules.items():
+        pq_tensors, pq_meta = m.pq_weight().to_tensors(prefix=name + ".")
+        tensors.update({k: v.float() if v.is_floating_point() else v for k, v in pq_tensors.items()})
+        layers[name + ".weight"] = {"kind": "pq", **pq_meta,
+                                    "module": type(m).__name__, "numel": math.prod(m.weight_shape)}
+    for name, t in model.state_dict().items():
+        module = name.rsplit(".", 1)[0]
+        if module in pq_modules and name.endswith((".codes", ".codebook")):
+            continue
+        if name in bins:
+            idx, values = bins[name]
+            n_bins = len(values)
+            stream, enc = _encode_bins(idx.reshape(-1).cpu(), n_bins)
+            tensors[name + ".indices"] = stream
+            tensors[name + ".values"] = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+            layers[name] = {"kind": "bins", **enc, "shape": list(t.shape), "numel": t.numel(),
+                            "bins": n_bins}
+        else:
+            tensors[name] = t.detach().float() if t.is_floating_point() else t.detach()
+    header = {"arch": arch, "layers": layers, "fp32_bytes": fp32_bytes(model), **(meta or {})}
+    io.save_compressed(path, tensors, header)
+    return describe(path)
+
+
+def _as_pq_module(float_module: nn.Module, pq: PQWeight) -> nn.Module:
+    if isinstance(float_module, nn.Linear):
+        return PQLinear(pq, float_module.bias)
+    if isinstance(float_module, nn.Conv2d):
+        return PQConv2d(pq, float_module.bias, float_module.stride, float_module.padding,
+                        float_module.dilation, float_module.groups, float_module.padding_mode)
+    raise io.CompressedFileError(f"a PQ weight for a {type(float_module).__name__}: only Linear "
+                                 "and Conv2d layers can be product-quantised")
+
+
+def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
+    """The model stored in ``path``, in eval mode: PQ layers become PQLinear/PQConv2d (run through the codebook
+    kernels), Bin & Quant weights are decoded to values[indices].
+
+    Args:
+        model: a float model of the same architecture to load into (modified in place); None to
+            build it from the architecture recorded in the file.
+    Raises:
+        CompressedFileError on a corrupted file or one that does not fit the model.
+    """
+    from .models import build_model
+
+    tensors, meta = io.load_compressed(path)
+    if "layers" not in meta or "fp32_bytes" not in meta:
+        raise io.CompressedFileError(f"{path}: not a gwkcuda model file (header keys {sorted(meta)})")
+    if model is None:
+        arch = meta.get("arch")
+        if not arch:
+            raise io.CompressedFileError(f"{path}: records no architecture; pass the model to load into")
+        model = build_model(arch["name"], arch.get("num_classes", 10), arch.get("in_channels", 1))
+    state, skip = {}, set()
+    for name, info in meta["layers"].items():
+        module_name = name.rsplit(".", 1)[0]
+        if info["kind"] == "pq":
+            pq = PQWeight.from_tensors(tensors, info, prefix=module_name + ".")
+            parent_name, _, child = module_name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, _as_pq_module(getattr(parent, child), pq))
+            skip |= {module_name + ".codes", module_name + ".codebook"}  # held by the new module
+        elif info["kind"] == "bins":
+            idx = _decode_bins(tensors[name + ".indices"], info)
+            state[name] = tensors[name + ".values"][idx].reshape(info["shape"])
+            skip |= {name + ".indices", name + ".values"}
+    state.update({n: t for n, t in tensors.items() if n not in skip})
+    target = {n: t for n, t in model.state_dict().items() if n not in skip}
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    if missing or unexpected:
+        raise io.CompressedFileError(f"{path}: does not fit {type(model).__name__}: missing "
+                                     f"{missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()}, strict=False)
+    return model.eval()
+
+
+def _natural_key(name: str):
+    """'layer1.10.conv' after 'layer1.2.conv': numbers compared as numbers."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split(".")]
+
+
+def describe(path) -> dict:
+    """Size accounting of a model file: per layer (module) its tensors' bytes, method and bits per
+    weight; totals that add up to the file's size (the header is a row of its own); the ratios
+    (a) indices_only, (b) with_codebooks, (c) all_inclusive."""
+    tensors, meta = io.load_compressed(path)
+    file_bytes = os.path.getsize(path)
+    rows = {}
+
+    def row(module):
+        return rows.setdefault(module, {"layer": module, "shape": None, "method": FLOAT_KIND,
+                                        "detail": "", "bytes": 0, "weights": 0,
+                                        "index_bytes": 0, "codebook_bytes": 0})
+
+    owner = {}
+    for name, info in meta["layers"].items():
+        module = name.rsplit(".", 1)[0]
+        r = row(module)
+        r["shape"], r["weights"] = info["shape"], info["numel"]
+        if info["kind"] == "pq":
+            r["method"], r["detail"] = "pq", f"d={info['d']} k={info['k']}"
+            owner[module + ".codes"], owner[module + ".codebook"] = (module, "index_bytes"), (module, "codebook_bytes")
+        else:
+            r["method"], r["detail"] = "binquant", f"{info['bins']} bins, {info['encoding']}"
+            owner[name + ".indices"], owner[name + ".values"] = (module, "index_bytes"), (module, "codebook_bytes")
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if name in owner:
+            module, part = owner[name]
+            rows[module][part] += nbytes
+        else:
+            module = name.rsplit(".", 1)[0] if "." in name else name
+            r = row(module)
+            if name.endswith(".weight") and t.dim() >= 2:  # a Conv/Linear weight, not batch norm's
+                r["shape"], r["weights"] = list(t.shape), t.numel()
+        rows[module]["bytes"] += nbytes
+    tensor_bytes = sum(r["bytes"] for r in rows.values())
+    header_bytes = file_bytes - tensor_bytes
+    for r in rows.values():
+        r["bits_per_weight"] = (8 * r["bytes"] / r["weights"]) if r["weights"] else None
+        r["share"] = r["bytes"] / file_bytes
+    compressed = [r for r in rows.values() if r["method"] != FLOAT_KIND]
+    n_c = sum(r["weights"] for r in compressed)
+    idx_bytes = sum(r["index_bytes"] for r in compressed)
+    cb_bytes = sum(r["codebook_bytes"] for r in compressed)
+    return {
+        "file_bytes": file_bytes, "header_bytes": header_bytes, "fp32_bytes": meta["fp32_bytes"],
+        "layers": sorted(rows.values(), key=lambda r: _natural_key(r["layer"])),
+        "compressed_weights": n_c,
+        "bits_per_weight": {"indices": 8 * idx_bytes / n_c if n_c else None,
+                            "with_codebooks": 8 * (idx_bytes + cb_bytes) / n_c if n_c else None,
+                            "all_inclusive": 8 * file_bytes / (meta["fp32_bytes"] / 4)},
+        "ratios": {"indices_only": 4 * n_c / idx_bytes if idx_bytes else None,
+                   "with_codebooks": 4 * n_c / (idx_bytes + cb_bytes) if idx_bytes else None,
+                   "all_inclusive": meta["fp32_bytes"] / file_bytes},
+        "method": meta.get("method"), "arch": meta.get("arch"),
+    }

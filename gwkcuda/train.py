@@ -1,0 +1,97 @@
+"""Training and evaluation loops shared by the pipelines, the CLI and the demo (tensors in memory,
+mini-batches moved to the device one at a time)."""
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+
+def progress(iterable, enabled: bool, **kwargs):
+    """tqdm over ``iterable`` when enabled and tqdm is installed, else the iterable itself."""
+    return tqdm(iterable, **kwargs) if enabled and tqdm is not None else iterable
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500,
+             device="cpu") -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` (eval mode) on x [N, ...], y [N]."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            pred = model(x[i:i + batch].to(device)).argmax(1).cpu()
+            correct += int((pred == y[i:i + batch]).sum())
+    return correct / max(1, len(x))
+
+
+def cifar_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Standard CIFAR augmentation on a batch [B, C, H, W]: random crop with 4-pixel zero padding
+    and random horizontal flip."""
+    B, _, H, W = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (B,), generator=generator)
+    dx = torch.randint(0, 9, (B,), generator=generator)
+    flip = torch.rand(B, generator=generator) < 0.5
+    out = torch.empty_like(x)
+    for i in range(B):
+        crop = padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W]
+        out[i] = crop.flip(-1) if flip[i] else crop
+    return out
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 1e-3,
+          batch: int = 64, weight_decay: float = 0.0, params: Optional[Iterable] = None,
+          augment: Optional[Callable] = None, seed: int = 0, device="cpu",
+          show_progress: bool = False, desc: str = "train",
+          on_epoch: Optional[Callable[[int, float], None]] = None) -> list:
+    """Adam with a cosine schedule over ``epochs`` on (x, y); returns the mean loss per epoch.
+
+    params: the parameters to train (default: all of the model's). augment(batch, generator) ->
+    batch, applied on the CPU. on_epoch(epoch, mean_loss) runs after each epoch (checkpoints)."""
+    params = list(model.parameters() if params is None else params)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for epoch in progress(range(epochs), show_progress, desc=desc, unit="epoch"):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total, count = 0.0, 0
+        for i in range(0, len(x), batch):
+            b = order[i:i + batch]
+            xb = x[b]
+            if augment is not None:
+                xb = augment(xb, gen)
+            loss = F.cross_entropy(model(xb.to(device)), y[b].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(b)
+            count += len(b)
+        sched.step()
+        losses.append(total / max(1, count))
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    return losses
+
+
+def backward_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batches: int,
+                     batch: int = 64, device="cpu", after_each: Optional[Callable[[], None]] = None,
+                     seed: int = 0) -> None:
+    """Runs the cross-entropy backward over ``batches`` mini-batches drawn (seeded) from (x, y),
+    in eval mode (batch-norm statistics untouched). Gradients accumulate in .grad unless
+    after_each (called after every backward) consumes and clears them."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(x), generator=gen)
+    for t in range(batches):
+        b = order[(t * batch) % len(x):][:batch]
+        loss = F.cross_entropy(model(x[b].to(device)), y[b].to(device))
+        loss.backward()
+        if after_each is not None:
+            after_each()
