@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from gwkcuda.kmeans import weighted_kmeans
+from gwkcuda.microbench import gwkcuda_kmeans as run_gwkcuda
+from gwkcuda.microbench import kmeans_problem as make_problem
+from gwkcuda.microbench import sklearn_kmeans as run_sklearn
 
-sklearn_cluster = pytest.importorskip("sklearn.cluster")
+pytest.importorskip("sklearn.cluster")
 
-ITERS = 10
+ITERS = 10  # as gwkcuda.microbench.KMEANS_ITERS
 
 # (group, B problems, N points each, d, k)
 SHAPES = [
@@ -23,14 +25,6 @@ SHAPES = [
     ("per-row scalar: 4096 rows x 4096, d=1, k=16", 4096, 4096, 1, 16),
     ("one large: 1M pts, d=8, k=256", 1, 1 << 20, 8, 256),
 ]
-
-
-def make_problem(B, N, d, k):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(B, N, d, generator=gen)
-    w = torch.rand(B, N, generator=gen)
-    init = x[:, torch.randperm(N, generator=gen)[:k]].clone()
-    return x, w, init
 
 
 _cache = {}
@@ -41,20 +35,6 @@ def problem_for(shape):
         _cache.clear()
         _cache[shape] = make_problem(*shape[1:])
     return _cache[shape]
-
-
-def run_gwkcuda(x, w, init):
-    return weighted_kmeans(x, w, k=init.shape[1], iters=ITERS, tol=0.0, init=init)
-
-
-def run_sklearn(x, w, init):
-    xn, wn, cn = x.numpy(), w.numpy(), init.numpy()
-    out = []
-    for b in range(x.shape[0]):
-        km = sklearn_cluster.KMeans(n_clusters=cn.shape[1], init=cn[b], n_init=1, max_iter=ITERS,
-                                    tol=0.0, algorithm="lloyd")
-        out.append(km.fit(xn[b], sample_weight=wn[b]).cluster_centers_)
-    return np.stack(out)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])

@@ -1,8 +1,36 @@
-"""The gwkcuda command line: ``gwkcuda SUBCOMMAND`` or ``python -m gwkcuda SUBCOMMAND``."""
+"""The gwkcuda command line: ``gwkcuda SUBCOMMAND`` or ``python -m gwkcuda SUBCOMMAND``.
+
+  demo      the main job: train a small CNN on scikit-learn's digits, compress it with Bin & Quant,
+            GWK-PQ and plain k-means, print a side-by-side table, write a JSON report and a plot
+  compress  compress a model (--method binquant|gwk|kmeans) into a .gwk file, with a JSON report
+  evaluate  accuracy of a compressed file, run through the codebook kernels
+  inspect   per-layer table of a compressed file: method, bits per weight, bytes, share; ratios
+  bench     the kernel microbenchmarks as a table
+  info      build facts and a bit-exact pack/unpack self-check
+
+A user mistake (unknown model, missing data, bad knob, unreadable file) prints one line on stderr
+and exits with status 2; --debug shows the traceback instead.
+"""
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 import torch
+
+from . import io
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _self_check(device: str) -> str:
@@ -38,12 +66,226 @@ def cmd_info(args) -> int:
     return 0 if ok else 1
 
 
+def format_table(headers, rows) -> str:
+    """A plain-text table, columns right-aligned except the first."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible (use --device cpu)")
+    return name
+
+
+def _show_progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _write_json(path, obj) -> None:
+    """Atomic: a temporary file in the same folder, then renamed over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _summary(report: dict) -> str:
+    r = report["ratios"]
+    return (f"{report['method']} {report['model']} on {report['data']} ({report['evaluated_on']}): "
+            f"accuracy {100 * report['accuracy']:.2f}% (float {100 * report['baseline_accuracy']:.2f}%, "
+            f"drop {report['accuracy_drop_points']:.2f} points); compression {r['all_inclusive']:.2f}x "
+            f"all-inclusive, {r['with_codebooks']:.2f}x indices+codebooks, {r['indices_only']:.2f}x "
+            f"indices only; {report['file_bytes']} bytes")
+
+
+def cmd_compress(args) -> int:
+    from . import pipelines
+    from .binquant import BinQuantConfig
+    from .gwk import GWKConfig
+
+    device = _device(args.device)
+    progress = _show_progress(args)
+    if args.checkpoint is not None and not Path(args.checkpoint).exists():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    task = pipelines.load_task(args.model, args.data, args.data_root)
+    if args.method == "binquant":
+        config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins,
+                                sensitivity=args.sensitivity, values=args.values, progress=progress)
+    else:
+        importance = "uniform" if args.method == "kmeans" else args.importance
+        config = GWKConfig(d=args.d, k=args.k, importance=importance, beta=args.beta,
+                           calib_batches=args.calib_batches, iters=args.iters, seed=args.seed)
+    model = pipelines.float_model(task, args.checkpoint, epochs=args.train_epochs, seed=args.seed,
+                                  device=device, show_progress=progress)
+    out = Path(args.out or pipelines.default_out(args.method, args.model))
+    if args.method == "binquant":
+        report = pipelines.run_binquant(model, task, out, config, search=args.search, device=device)
+    else:
+        report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr,
+                                   device=device, show_progress=progress)
+    if args.report:
+        _write_json(args.report, report)
+    print(_summary(report))
+    print(f"wrote {out}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+def _load_file(path):
+    from . import model_file
+
+    if not Path(path).exists():
+        raise UserError(f"file not found: {path}")
+    return model_file.load_model(path)
+
+
+def cmd_evaluate(args) -> int:
+    from . import data, train
+
+    device = _device(args.device)
+    model = _load_file(args.file).to(device)
+    x, y = data.load_dataset(args.data, args.split, args.data_root)
+    acc = train.accuracy(model, x, y, device=device)
+    print(f"{args.file}: accuracy {100 * acc:.2f}% on {args.data} {args.split} ({len(x)} images, {device})")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from . import model_file
+
+    if not Path(args.file).exists():
+        raise UserError(f"file not found: {args.file}")
+    info = model_file.describe(args.file)
+    rows = []
+    for r in info["layers"]:
+        bpw = "" if r["bits_per_weight"] is None else f"{r['bits_per_weight']:.3f}"
+        rows.append([r["layer"], "x".join(map(str, r["shape"] or [])), r["method"], r["detail"], bpw,
+                     r["bytes"], f"{100 * r['share']:.1f}%"])
+    rows.append(["(file header)", "", "", "", "", info["header_bytes"],
+                 f"{100 * info['header_bytes'] / info['file_bytes']:.1f}%"])
+    rows.append(["total", "", info["method"] or "", "", f"{info['bits_per_weight']['all_inclusive']:.3f}",
+                 info["file_bytes"], "100.0%"])
+    print(format_table(["layer", "shape", "method", "bins or (d, k)", "bits/weight", "bytes", "share"], rows))
+    r, b = info["ratios"], info["bits_per_weight"]
+    print(f"fp32 model {info['fp32_bytes']} bytes; file {info['file_bytes']} bytes")
+    if r["indices_only"] is not None:
+        print(f"compression: (a) indices only {r['indices_only']:.2f}x ({b['indices']:.3f} bits/weight), "
+              f"(b) indices + codebooks {r['with_codebooks']:.2f}x ({b['with_codebooks']:.3f} bits/weight), "
+              f"(c) all-inclusive {r['all_inclusive']:.2f}x")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import microbench
+
+    rows = microbench.run(quick=args.quick)
+    print(format_table(["op", "shape", "median", "baseline", "baseline median", "speed-up"],
+                       [[r["op"], r["shape"], f"{r['median_ms']:.3f} ms", r["baseline"],
+                         f"{r['baseline_ms']:.3f} ms", f"{r['speedup']:.2f}x"] for r in rows]))
+    print(f"machine: {microbench.machine()}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import demo
+
+    return demo.main(args, progress=_show_progress(args))
+
+
+def _add_common(p, data_required=True):
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to run (default: cuda when visible)")
+    p.add_argument("--data-root", default=None, help="folder of the shared data sets (default: $GWKCUDA_DATA)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gwkcuda", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    # --debug/--quiet also after the subcommand; SUPPRESS keeps the top-level value when absent.
+    flags = _Parser(add_help=False)
+    flags.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    flags.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[flags], **k)
+
+    p = sub.add_parser("info", help="build info and a pack/unpack self-check")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the main job on a built-in default (digits; CIFAR-10 with --data-root)")
+    p.add_argument("--out", default="gwkcuda-demo", help="folder for the report, plot and files (default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="run the CIFAR-10 ResNet-20 version on the data in this folder")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    from .models import MODEL_NAMES
+    p = sub.add_parser("compress", help="compress a model into a .gwk file")
+    p.add_argument("--method", required=True, choices=("binquant", "gwk", "kmeans"))
+    p.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
+    p.add_argument("--checkpoint", default=None, help="float weights (state_dict); default: train from scratch")
+    p.add_argument("--data", required=True, help="digits, cifar10, fsdd, mnist, or a folder of IDX files")
+    p.add_argument("--out", default=None, help="compressed file (default: MODEL-METHOD.gwk)")
+    p.add_argument("--report", default=None, help="JSON report file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-epochs", type=int, default=20, help="float training when no checkpoint")
+    g = p.add_argument_group("Bin & Quant")
+    g.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the search may lose")
+    g.add_argument("--max-bins", type=int, default=16)
+    g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"))
+    g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"))
+    g.add_argument("--search", type=int, default=1000, help="search images (first half of the test split)")
+    g = p.add_argument_group("GWK / k-means")
+    g.add_argument("--d", type=int, default=4, help="sub-vector length")
+    g.add_argument("--k", type=int, default=16, help="codewords per layer")
+    g.add_argument("--importance", default="abs", choices=("abs", "square"))
+    g.add_argument("--beta", type=float, default=None)
+    g.add_argument("--calib-batches", type=int, default=16)
+    g.add_argument("--iters", type=int, default=25)
+    g.add_argument("--epochs", type=int, default=5, help="codebook fine-tuning epochs")
+    g.add_argument("--lr", type=float, default=1e-3)
+    _add_common(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("evaluate", help="accuracy of a compressed file")
+    p.add_argument("file")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("inspect", help="per-layer table of a compressed file")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("bench", help="kernel microbenchmarks as a table")
+    p.add_argument("--quick", action="store_true", help="small shapes (seconds)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="gwkcuda", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="build info and a pack/unpack self-check").set_defaults(func=cmd_info)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError,
+            io.CompressedFileError) as exc:
+        if debug:
+            raise
+        lines = str(exc).splitlines()
+        print(f"gwkcuda: error: {lines[0] if lines else type(exc).__name__}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
+"""The gwkcuda command: every subcommand's happy path on tiny inputs, and user mistakes exiting 2
+with one line on stderr."""
+import json
 import subprocess
 import sys
 
+import pytest
+
 import gwkcuda
+from gwkcuda import cli, model_file
 
 
 def test_build_info_keys():
@@ -17,3 +23,117 @@ def test_info_command_runs_self_check(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "pack/unpack self-check on cpu: ok" in out.stdout
     assert "torch built against" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory):
+    """A digits CNN trained 3 epochs, compressed by each method (files and reports)."""
+    folder = tmp_path_factory.mktemp("cli")
+    common = ["--model", "digits_cnn", "--data", "digits", "--train-epochs", "3", "--device", "cpu"]
+    files = {}
+    for method, extra in (("binquant", ["--search", "100"]), ("gwk", ["--epochs", "1"]),
+                          ("kmeans", ["--epochs", "1", "--d", "8"])):
+        out, report = folder / f"{method}.gwk", folder / f"{method}.json"
+        assert cli.main(["compress", "--method", method, *common, *extra, "--out", str(out),
+                         "--report", str(report)]) == 0
+        files[method] = (out, json.loads(report.read_text()))
+    return files
+
+
+def test_compress_writes_file_and_report(compressed, capsys):
+    for method, (path, report) in compressed.items():
+        assert report["method"] == method and report["file_bytes"] == path.stat().st_size
+        assert set(report["ratios"]) == {"indices_only", "with_codebooks", "all_inclusive"}
+        assert report["ratios"]["all_inclusive"] == pytest.approx(report["fp32_bytes"] / report["file_bytes"])
+        assert report["evaluated_on"] == "test[225:450]" and 0 <= report["accuracy"] <= 1
+    assert compressed["kmeans"][1]["settings"]["importance"] == "uniform"
+    assert compressed["kmeans"][1]["bits_per_weight"]["indices"] == pytest.approx(0.5)  # d=8, k=16
+
+
+def test_evaluate_matches_the_report(compressed, capsys):
+    path, report = compressed["gwk"]
+    assert cli.main(["evaluate", str(path), "--data", "digits", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out
+    assert "on digits test (450 images" in line
+    # The report judges test[225:450]; evaluate runs the whole test split: check through the file.
+    from gwkcuda import data, train
+    x, y = data.load_dataset("digits", "test")
+    acc = train.accuracy(model_file.load_model(path), x[225:], y[225:])
+    assert acc == pytest.approx(report["accuracy"])
+
+
+def test_inspect_totals_equal_the_file_size(compressed, capsys):
+    for method, (path, _) in compressed.items():
+        assert cli.main(["inspect", str(path)]) == 0
+        out = capsys.readouterr().out
+        rows = [line.split() for line in out.splitlines() if line and line[0].isalnum()]
+        total = next(r for r in rows if r[0] == "total")
+        listed = sum(int(r[-2]) for r in rows if r[0] not in ("total", "layer", "fp32", "compression:")
+                     and r[-1].endswith("%")) + int(next(l for l in out.splitlines()
+                                                         if l.startswith("(file header)")).split()[-2])
+        assert int(total[-2]) == path.stat().st_size == listed
+        assert "(c) all-inclusive" in out
+
+
+def test_bench_quick_prints_a_table(capsys):
+    assert cli.main(["bench", "--quick"]) == 0
+    out = capsys.readouterr().out
+    for op in ("pack_bits", "unpack_bits", "weighted k-means", "pq_linear"):
+        assert op in out
+    assert "machine:" in out
+
+
+def test_demo_writes_table_json_and_png(tmp_path, capsys):
+    assert cli.main(["--quiet", "demo", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "binquant" in out and "gwk" in out and "kmeans" in out and "(c) all" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {r["method"] for r in report["runs"]} == {"binquant", "gwk", "kmeans"}
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in report["runs"]:
+        assert model_file.describe(r["file"])["file_bytes"] == r["file_bytes"]
+
+
+def _corrupt(src, dst):
+    data = bytearray(src.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+MISTAKES = [
+    (["compress", "--method", "gwk", "--model", "resnet7", "--data", "digits"], "unknown model 'resnet7'"),
+    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "nowhere"], "unknown data set 'nowhere'"),
+    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "cifar10", "--data-root", "{tmp}"],
+     "CIFAR-10 archive not found: expected {tmp}/cifar10-jpeg.tar.gz"),
+    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--k", "0"], "expected k an int >= 1, got 0"),
+    (["compress", "--method", "binquant", "--model", "digits_cnn", "--data", "digits", "--max-bins", "1"],
+     "expected max_bins in 2..65536, got 1"),
+    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--checkpoint", "{tmp}/no.pt"],
+     "checkpoint not found"),
+    (["compress", "--method", "svd", "--model", "digits_cnn", "--data", "digits"], "invalid choice: 'svd'"),
+    (["compress", "--model", "digits_cnn"], "the following arguments are required: --method"),
+    (["evaluate", "{tmp}/missing.gwk", "--data", "digits"], "file not found: {tmp}/missing.gwk"),
+    (["inspect", "{tmp}/bad.gwk"], "corrupted"),
+    (["inspect", "{tmp}"], "gwkcuda: error:"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", MISTAKES, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(MISTAKES)])
+def test_user_mistakes_exit_2_with_one_line(argv, message, tmp_path, compressed, capsys):
+    _corrupt(compressed["gwk"][0], tmp_path / "bad.gwk")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.replace("{tmp}", str(tmp_path)) in err, err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gwkcuda", "--debug", "inspect", str(tmp_path / "x.gwk")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Traceback" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "gwkcuda", "inspect", str(tmp_path / "x.gwk")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip() == f"gwkcuda: error: file not found: {tmp_path / 'x.gwk'}"

@@ -75,7 +75,7 @@ def test_unknown_format_version_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "FORMAT_VERSION", 99)
     save_compressed(tmp_path / "future.gwk", tensors, meta)
     monkeypatch.undo()
-    with pytest.raises(CompressedFileError, match=r"unsupported format version 99; this gwkcuda reads version 1"):
+    with pytest.raises(CompressedFileError, match=r"unsupported format version 99; this gwkcuda reads version 2"):
         load_compressed(tmp_path / "future.gwk")
 
 

@@ -1,0 +1,81 @@
+"""PNG plots of compression reports (matplotlib, no display needed)."""
+import os
+from pathlib import Path
+
+METHOD_STYLE = {"binquant": ("tab:orange", "s", "Bin & Quant (no retraining)"),
+                "gwk": ("tab:blue", "o", "GWK-PQ (gradient-weighted)"),
+                "kmeans": ("tab:gray", "^", "plain k-means PQ")}
+
+
+def plot_runs(runs, baseline: float, path, title: str) -> None:
+    """Two panels, written atomically to ``path``: accuracy (%) against all-inclusive compression
+    (x, log scale) for each method, with the float model as a dashed line; and the stored bits per
+    weight of each Conv/Linear layer for the most compressed run of each method.
+
+    runs: reports of gwkcuda.pipelines (keys method, accuracy, ratios, layers, settings)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    by_method = {}
+    for r in runs:
+        by_method.setdefault(r["method"], []).append(r)
+    for method, rs in by_method.items():
+        color, marker, label = METHOD_STYLE.get(method, ("black", "x", method))
+        rs = sorted(rs, key=lambda r: r["ratios"]["all_inclusive"])
+        left.plot([r["ratios"]["all_inclusive"] for r in rs], [100 * r["accuracy"] for r in rs],
+                  marker=marker, color=color, label=label, linewidth=1.5, markersize=7)
+        labels = {}  # runs landing on the same point share one label
+        for r in rs:
+            labels.setdefault((r["ratios"]["all_inclusive"], 100 * r["accuracy"]), []).append(_setting(r))
+        for point, texts in labels.items():
+            left.annotate(", ".join(texts), point, textcoords="offset points", xytext=(4, 4),
+                          fontsize=7, color=color)
+    left.axhline(100 * baseline, color="black", linestyle="--", linewidth=1,
+                 label=f"float model ({100 * baseline:.1f}%)")
+    left.set_xscale("log")
+    ratios = [r["ratios"]["all_inclusive"] for r in runs]
+    ticks = [2.0 ** e for e in range(0, 12) if min(ratios) / 1.5 <= 2.0 ** e <= max(ratios) * 1.5]
+    left.set_xticks(ticks or [min(ratios)])
+    left.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    left.xaxis.set_minor_formatter(NullFormatter())
+    left.set_xlabel("compression, all-inclusive (fp32 bytes / file bytes), log scale")
+    left.set_ylabel(f"top-1 accuracy (%) on {runs[0]['evaluated_on']}")
+    left.set_title("Accuracy against compression")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(loc="lower left", fontsize=8)
+
+    layers = [l["layer"] for l in runs[0]["layers"] if l["bits_per_weight"] is not None]
+    picks = [max(rs, key=lambda r: r["ratios"]["all_inclusive"]) for rs in by_method.values()]
+    width = 0.8 / max(1, len(picks))
+    for i, r in enumerate(picks):
+        color, _, label = METHOD_STYLE.get(r["method"], ("black", "x", r["method"]))
+        bpw = {l["layer"]: l["bits_per_weight"] for l in r["layers"]}
+        xs = [j + (i - (len(picks) - 1) / 2) * width for j in range(len(layers))]
+        right.bar(xs, [bpw.get(name) or 0 for name in layers], width, color=color,
+                  label=f"{label}, {_setting(r)}")
+    right.axhline(32, color="black", linestyle=":", linewidth=1, label="fp32 (32 bits)")
+    right.set_yscale("log")
+    right.set_xticks(range(len(layers)))
+    right.set_xticklabels(layers, rotation=45, ha="right", fontsize=8)
+    right.set_xlabel("layer (Conv/Linear, model order)")
+    right.set_ylabel("stored bits per weight (indices + codebook + bias), log scale")
+    right.set_title("Where the bits went: most compressed run of each method")
+    right.set_ylim(top=400)  # room for the legend above the fp32 line
+    right.legend(fontsize=8, loc="upper center", ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _setting(report) -> str:
+    s = report["settings"]
+    if report["method"] == "binquant":
+        return f"{s['sensitivity']}, max drop {s['max_drop']:g}"
+    return f"d={s['d']} k={s['k']}"
