@@ -2,57 +2,41 @@
 subset, accuracy reported on held-out images the search never saw.
 
     python bench/exp_binquant.py --model resnet20 --mode perturb --search 1000
-    python bench/exp_binquant.py --model kws --mode gradient
+    python bench/exp_binquant.py --model kws --mode gradient --values mean --max-bins 64
 
 resnet20: the pretrained CIFAR ResNet-20 of the shared data folder; search on the first --search
 images of the first 5,000 CIFAR-10 JPEG test images, report on the last 5,000.
-kws: the project's keyword-spotting CNN trained on the FSDD train split (cached after the first
-run); search on --search train recordings, report on the official test split (300).
+kws: the project's keyword-spotting CNN trained on FSDD "train-fit" (recording index 10-49; cached
+after the first run); search on "train-val" (index 5-9, 300 recordings, never trained on), report
+on the official test split (index 0-4, 300).
 """
 import argparse
 import json
 import os
 import platform
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gwkcuda import data  # noqa: E402
+from gwkcuda import data, train  # noqa: E402
+from gwkcuda.train import accuracy  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant  # noqa: E402
 from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar  # noqa: E402
 
 
-def accuracy(model, x, y, batch=1000):
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
-    return (pred == y).float().mean().item()
-
-
 def train_kws(epochs=25, seed=0):
-    path = data.cache_dir() / f"kws_fsdd_e{epochs}_s{seed}.pt"
+    """The KWS CNN trained on FSDD train-fit (Adam 2e-3, cosine, batch 64), cached."""
+    path = data.cache_dir() / f"kws_fsdd_fit_e{epochs}_s{seed}.pt"
     model = kws_cnn()
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model
     torch.manual_seed(seed)
-    x, y = data.fsdd("train")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            b = perm[i:i + 64]
-            loss = F.cross_entropy(model(x[b]), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
+    x, y = data.fsdd("train-fit")
+    train.train(model, x, y, epochs=epochs, lr=2e-3, seed=seed, show_progress=sys.stderr.isatty())
     torch.save(model.state_dict(), path)
     return model
 
@@ -66,6 +50,8 @@ def main():
     ap.add_argument("--max-bins", type=int, default=16)
     ap.add_argument("--values", choices=["midpoint", "mean"], default="midpoint",
                     help="bin value: the midpoint (the authors' rule) or the mean of its weights")
+    ap.add_argument("--no-layer-sensitivity", action="store_true",
+                    help="skip the +-p layer sensitivity (two evaluations per layer)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -78,8 +64,8 @@ def main():
         calib = (xs[:512], ys[:512])
     else:
         model = train_kws()
-        xt, yt = data.fsdd("train")
-        xs, ys = xt[: args.search], yt[: args.search]
+        xs, ys = data.fsdd("train-val")
+        xs, ys = xs[: args.search], ys[: args.search]
         xr, yr = data.fsdd("test")
         calib = (xs[:512], ys[:512])
     model.eval()
@@ -90,15 +76,17 @@ def main():
         F.cross_entropy(m(calib[0]), calib[1]).backward()
 
     config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins, sensitivity=args.mode,
-                            values=args.values, progress=sys.stderr.isatty())
+                            values=args.values, layer_sensitivity=not args.no_layer_sensitivity,
+                            progress=sys.stderr.isatty())
     result = bin_and_quant(model, lambda m: accuracy(m, xs, ys), config, grad_fn=grad_fn)
     report_after = accuracy(model, xr, yr)
-    out = args.out or f"/tmp/binquant-{args.model}-{args.mode}-{args.values}.gwk"
+    out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}.gwk"
     sizes = save_binquant(out, result)
-    row = {"model": args.model, "mode": args.mode, "values": args.values, "search_images": len(xs), "report_images": len(xr),
+    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
            "report_acc_before": report_before, "report_acc_after": report_after,
+           "with_codebooks": sizes["ratios"]["with_codebooks"],
            "all_inclusive": sizes["ratios"]["all_inclusive"], "indices_only": sizes["ratios"]["indices_only"],
            "bits_per_weight": sizes["bits_per_weight"]["indices"], "file_bytes": sizes["file_bytes"],
            "bins": {r.name: r.bins for r in result.layers},

@@ -7,7 +7,9 @@ by its bin's value: the bin midpoint (the authors' rule) or the mean of its memb
 model misses its accuracy floor, the most sensitive bin is split at its middle, up to max_bins.
 Sensitivity of a bin: the accuracy after scaling only that bin's weights by (1 + p_bin)
 ("perturb", one evaluation per new bin), or our first-order proxy sum |g_i * w_i| over its weights
-with g accumulated over calibration batches ("gradient", no evaluations).
+with g accumulated over calibration batches ("gradient", no evaluations). In gradient mode the whole split sequence up to max_bins is known
+without evaluating, so the fewest bins that meet the floor are found by bisection over it
+(about log2(max_bins) evaluations per layer instead of one per bin count).
 
 Budget: layers are processed largest first, and each receives a share of max_drop proportional
 to its number of weights (the bits at stake): after compressing the layers holding a fraction f of
@@ -37,7 +39,8 @@ class BinQuantConfig:
     """max_drop: accuracy points (percent) the model may lose on the search data; max_bins: bins
     per layer at most; p_layer, p_bin: multiplicative perturbations for layer and bin sensitivity;
     sensitivity: "perturb" or "gradient"; values: "midpoint" or "mean"; min_weights: smaller
-    layers stay uncompressed."""
+    layers stay uncompressed; layer_sensitivity: measure (and report) each layer's S_l, two
+    evaluations per layer."""
     max_drop: float = 1.0
     max_bins: int = 16
     p_layer: float = 0.03
@@ -45,6 +48,7 @@ class BinQuantConfig:
     sensitivity: str = "perturb"
     values: str = "midpoint"
     min_weights: int = 1024
+    layer_sensitivity: bool = True
     progress: bool = False
 
     def __post_init__(self):
@@ -65,7 +69,7 @@ class LayerResult:
     edges: Optional[List[float]]  # None: left uncompressed
     values: Optional[List[float]]
     accuracy: float               # model accuracy after this layer (search data)
-    sensitivity: float            # layer sensitivity S_l (mean accuracy under +-p_layer)
+    sensitivity: Optional[float]  # layer sensitivity S_l (mean accuracy under +-p_layer)
     evaluations: int
     searched_edges: List[float] = field(default_factory=list)  # the finest binning tried
 
@@ -125,6 +129,75 @@ def compressible_layers(model: nn.Module, min_weights: int):
     return sorted(found, key=lambda nm: -nm[1].weight.numel())
 
 
+def _split(edges: List[float], j: int) -> List[float]:
+    """Edges with bin j split at its middle."""
+    return edges[: j + 1] + [(edges[j] + edges[j + 1]) / 2] + edges[j + 1:]
+
+
+def _perturbed_accuracy(w, v, members, p_bin, evaluate) -> float:
+    """Accuracy with only the weights of one bin scaled by (1 + p_bin) (the layer otherwise float)."""
+    w.copy_(torch.where(members, v * (1 + p_bin), v).view_as(w))
+    return evaluate()
+
+
+def _grow_bins(v, config, accuracy_with, floor, perturbed_accuracy):
+    """The authors' search: from the initial edges, while the model misses the floor, split the bin
+    whose perturbation hurts accuracy most (one evaluation per new bin; unchanged bins cached).
+    Returns (edges or None, accuracy, the finest edges tried)."""
+    edges = initial_edges(v)
+    cache = {}
+    while True:
+        acc = accuracy_with(edges)
+        if acc >= floor:
+            return list(edges), acc, list(edges)
+        if len(edges) - 1 >= config.max_bins:
+            return None, None, list(edges)
+        idx = bin_index(v, edges)
+        scores = []
+        for j in range(len(edges) - 1):
+            key = (edges[j], edges[j + 1])
+            if key not in cache:
+                cache[key] = perturbed_accuracy(idx == j)  # lower accuracy: more sensitive
+            scores.append(cache[key])
+        edges = _split(edges, min(range(len(scores)), key=lambda j: scores[j]))
+
+
+def split_sequence(v: torch.Tensor, importance: torch.Tensor, max_bins: int) -> List[List[float]]:
+    """Gradient mode's binnings from the initial edges up to max_bins bins, each one the previous
+    with its bin of largest sum |g * w| split at the middle. Needs no evaluation."""
+    edges = initial_edges(v)
+    sequence = [edges]
+    while len(edges) - 1 < max_bins:
+        idx = bin_index(v, edges)
+        scores = torch.zeros(len(edges) - 1, dtype=torch.float64).index_add_(0, idx, importance.double())
+        edges = _split(edges, int(torch.argmax(scores)))
+        sequence.append(edges)
+    return sequence
+
+
+def _bisect_bins(v, importance, max_bins, accuracy_with, floor):
+    """Gradient mode: the split order needs no evaluations, so the fewest bins meeting the floor
+    are found by bisection over the sequence (about log2(max_bins) evaluations instead of one per
+    bin count), assuming accuracy grows with bins; the result always meets the floor."""
+    sequence = split_sequence(v, importance, max_bins)
+    acc = {}
+
+    def ok(i):
+        if i not in acc:
+            acc[i] = accuracy_with(sequence[i])
+        return acc[i] >= floor
+
+    if ok(0):
+        return list(sequence[0]), acc[0], list(sequence[0])
+    if not ok(len(sequence) - 1):
+        return None, None, list(sequence[-1])
+    lo, hi = 0, len(sequence) - 1  # ok(hi), not ok(lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return list(sequence[hi]), acc[hi], list(sequence[-1])
+
+
 def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], config: BinQuantConfig,
                   grad_fn: Optional[Callable[[nn.Module], None]] = None) -> BinQuantResult:
     """Compresses ``model`` in place (its selected weights become bin values).
@@ -172,42 +245,30 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         original = w.clone()
         v = original.reshape(-1)
 
-        # Layer sensitivity: mean accuracy with the layer scaled by 1 +- p_layer.
-        accs = []
-        for sign in (1, -1):
-            w.copy_(original * (1 + sign * config.p_layer))
-            accs.append(evaluate())
-        w.copy_(original)
-        layer_sensitivity = sum(accs) / 2
+        # Layer sensitivity: mean accuracy with the layer scaled by 1 +- p_layer (reported).
+        layer_sensitivity = None
+        if config.layer_sensitivity:
+            accs = []
+            for sign in (1, -1):
+                w.copy_(original * (1 + sign * config.p_layer))
+                accs.append(evaluate())
+            w.copy_(original)
+            layer_sensitivity = sum(accs) / 2
 
         done_weights += m.weight.numel()
         floor = baseline - config.max_drop / 100 * done_weights / total_weights
-        edges = initial_edges(v)
-        cache = {}
-        chosen, chosen_acc = None, None
-        while True:
-            q, idx, _ = quantize(v, edges, config.values)
-            w.copy_(q.view_as(w))
-            acc = evaluate()
-            if acc >= floor:
-                chosen, chosen_acc = list(edges), acc
-                break
-            if len(edges) - 1 >= config.max_bins:
-                break
-            scores = []
-            for j in range(len(edges) - 1):
-                key = (edges[j], edges[j + 1])
-                if key not in cache:
-                    members = idx == j
-                    if config.sensitivity == "perturb":
-                        perturbed = torch.where(members, v * (1 + config.p_bin), v)
-                        w.copy_(perturbed.view_as(w))
-                        cache[key] = evaluate()  # lower accuracy: more sensitive
-                    else:
-                        cache[key] = -float(importance[name][members].sum())
-                scores.append(cache[key])
-            worst = min(range(len(scores)), key=lambda j: scores[j])
-            edges.insert(worst + 1, (edges[worst] + edges[worst + 1]) / 2)
+
+        def accuracy_with(edges):
+            w.copy_(quantize(v, edges, config.values)[0].view_as(w))
+            return evaluate()
+
+        if config.sensitivity == "gradient":
+            chosen, chosen_acc, searched = _bisect_bins(v, importance[name], config.max_bins,
+                                                        accuracy_with, floor)
+        else:
+            def perturbed(members):
+                return _perturbed_accuracy(w, v, members, config.p_bin, evaluate)
+            chosen, chosen_acc, searched = _grow_bins(v, config, accuracy_with, floor, perturbed)
         if chosen is None:
             w.copy_(original)
             chosen_acc = evaluate()
@@ -217,7 +278,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
             w.copy_(q.view_as(w))
             values = values.tolist()
         results.append(LayerResult(name, list(w.shape), chosen, values, chosen_acc, layer_sensitivity,
-                                   counter["n"] - spent, list(edges)))
+                                   counter["n"] - spent, searched))
         if bar is not None:
             bar.set_postfix(layer=name, bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
             bar.update(1)

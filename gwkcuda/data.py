@@ -137,18 +137,23 @@ FSDD_SAMPLE_RATE = 8000
 FSDD_FRAMES = 64  # 64 hops of 128 samples: about one second
 
 
+FSDD_SPLITS = {"train": (5, 50), "test": (0, 5), "train-fit": (10, 50), "train-val": (5, 10)}
+
+
 def fsdd(split: str = "train", root=None):
     """Free Spoken Digit Dataset as log-spectrograms: (x float32 [N, 1, 129, 64], labels [N]).
 
     Official split: recordings with index 0-4 are the test set (300), the rest train (2,700).
+    For searches that must not see the test set, the train split divides further by recording
+    index: "train-fit" (10-49, 2,400) to train on and "train-val" (5-9, 300) to search on.
     Spectrogram: STFT with a 256-sample Hann window and hop 128 at 8 kHz, log(1 + |X|), cropped
     or zero-padded to 64 frames."""
-    if split not in ("train", "test"):
-        raise ValueError(f"fsdd: expected split 'train' or 'test', got {split!r}")
+    if split not in FSDD_SPLITS:
+        raise ValueError(f"fsdd: expected split one of {', '.join(FSDD_SPLITS)}, got {split!r}")
     archive = _require(Path(root or data_root()) / "fsdd-recordings.tar.gz", "FSDD archive")
 
     def build():
-        out = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
+        out = {"x": [], "y": [], "index": []}
         window = torch.hann_window(256)
         recordings = []
         with tarfile.open(archive, "r|gz") as tar:  # one stream; sorted afterwards
@@ -166,14 +171,16 @@ def fsdd(split: str = "train", root=None):
                                   return_complex=True).abs().log1p()
                 frames = spec[:, :FSDD_FRAMES]
                 frames = torch.nn.functional.pad(frames, (0, FSDD_FRAMES - frames.shape[1]))
-                part = "test" if int(index) <= 4 else "train"
-                out[f"{part}_x"].append(frames.numpy())
-                out[f"{part}_y"].append(int(digit))
-        return {k: np.stack(v).astype(np.float32) if k.endswith("_x") else np.asarray(v, dtype=np.int64)
+                out["x"].append(frames.numpy())
+                out["y"].append(int(digit))
+                out["index"].append(int(index))
+        return {k: np.stack(v).astype(np.float32) if k == "x" else np.asarray(v, dtype=np.int64)
                 for k, v in out.items()}
 
-    arrays = _cached("fsdd", archive, build)
-    return torch.from_numpy(arrays[f"{split}_x"]).unsqueeze(1), torch.from_numpy(arrays[f"{split}_y"])
+    arrays = _cached("fsdd-v2", archive, build)
+    lo, hi = FSDD_SPLITS[split]
+    keep = torch.from_numpy((arrays["index"] >= lo) & (arrays["index"] < hi))
+    return torch.from_numpy(arrays["x"])[keep].unsqueeze(1), torch.from_numpy(arrays["y"])[keep]
 
 
 def digits(split: str = "train"):

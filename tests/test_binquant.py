@@ -121,3 +121,26 @@ def test_bad_config_is_refused():
         BinQuantConfig(sensitivity="hessian")
     with pytest.raises(ValueError, match="gradient mode needs grad_fn"):
         bin_and_quant(Toy(), lambda m: 1.0, BinQuantConfig(sensitivity="gradient", min_weights=1))
+
+
+def test_gradient_mode_bisection_finds_fewest_bins_in_log_evaluations():
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(4000, generator=gen)
+    importance = (v * torch.rand(4000, generator=gen)).abs()
+    sequence = binquant.split_sequence(v, importance, 16)
+    assert [len(e) - 1 for e in sequence] == list(range(4, 17))
+    for a, b in zip(sequence, sequence[1:]):  # each step splits the bin of largest sum |g w|
+        idx = binquant.bin_index(v, a)
+        sums = torch.zeros(len(a) - 1, dtype=torch.float64).index_add_(0, idx, importance.double())
+        j = int(torch.argmax(sums))
+        assert b == a[: j + 1] + [(a[j] + a[j + 1]) / 2] + a[j + 1:]
+    calls = []
+
+    def accuracy_with(edges):  # accuracy grows with the bins; 9 bins are the fewest meeting 0.9
+        calls.append(len(edges) - 1)
+        return 0.5 + 0.05 * (len(edges) - 1)
+
+    edges, acc, _ = binquant._bisect_bins(v, importance, 16, accuracy_with, floor=0.9 - 1e-9)
+    assert len(edges) - 1 == 8 and acc == pytest.approx(0.9)
+    assert len(set(calls)) <= 2 + 4  # the two ends, then log2(12) steps
+    assert binquant._bisect_bins(v, importance, 16, lambda e: 0.0, floor=0.5)[0] is None

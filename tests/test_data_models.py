@@ -61,3 +61,20 @@ def test_missing_data_names_the_expected_path(tmp_path):
 def test_mnist_idx_from_shared_data():
     images, labels = data.idx_dataset(SHARED / "mnist", "test")
     assert images.shape == (10_000, 28, 28) and labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+@pytest.mark.skipif(not (SHARED / "fsdd-recordings.tar.gz").exists(), reason=f"FSDD not found at {SHARED}")
+def test_fsdd_splits_partition_the_recordings():
+    sizes = {split: len(data.fsdd(split)[1]) for split in data.FSDD_SPLITS}
+    assert sizes == {"train": 2700, "test": 300, "train-fit": 2400, "train-val": 300}
+    x, y = data.fsdd("train-val")
+    assert x.shape == (300, 1, 129, 64) and torch.bincount(y).tolist() == [30] * 10
+    with pytest.raises(ValueError, match="expected split one of"):
+        data.fsdd("validation")
+
+
+def test_digits_split_is_fixed_and_stratified():
+    x, y = data.load_dataset("digits", "test")
+    x2, _ = data.load_dataset("digits", "test")
+    assert x.shape == (450, 1, 8, 8) and torch.equal(x, x2) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.bincount(y).min() >= 43 and torch.bincount(y).max() <= 46  # 1,797 images in proportion
