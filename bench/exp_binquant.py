@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from gwkcuda import data, train  # noqa: E402
 from gwkcuda.train import accuracy  # noqa: E402
-from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant  # noqa: E402
+from gwkcuda.binquant import BinQuantConfig, bin_and_quant, quantize_uint8, save_binquant  # noqa: E402
 from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar  # noqa: E402
 
 
@@ -52,6 +52,10 @@ def main():
                     help="bin value: the midpoint (the authors' rule) or the mean of its weights")
     ap.add_argument("--no-layer-sensitivity", action="store_true",
                     help="skip the +-p layer sensitivity (two evaluations per layer)")
+    ap.add_argument("--share", choices=["none", "kind"], default="none",
+                    help="one set of bins per layer kind (Conv2d, Linear) instead of per layer")
+    ap.add_argument("--uint8", action="store_true",
+                    help="first make the model a uint8 model (per-tensor affine) and bin its codes")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -69,6 +73,8 @@ def main():
         xr, yr = data.fsdd("test")
         calib = (xs[:512], ys[:512])
     model.eval()
+    float_report = accuracy(model, xr, yr)
+    codes = quantize_uint8(model) if args.uint8 else None  # the reference becomes the uint8 model
     report_before = accuracy(model, xr, yr)
 
     def grad_fn(m):
@@ -77,19 +83,21 @@ def main():
 
     config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins, sensitivity=args.mode,
                             values=args.values, layer_sensitivity=not args.no_layer_sensitivity,
-                            progress=sys.stderr.isatty())
-    result = bin_and_quant(model, lambda m: accuracy(m, xs, ys), config, grad_fn=grad_fn)
+                            share=args.share, progress=sys.stderr.isatty())
+    result = bin_and_quant(model, lambda m: accuracy(m, xs, ys), config, grad_fn=grad_fn, uint8=codes)
     report_after = accuracy(model, xr, yr)
-    out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}.gwk"
+    tag = ("-shared" if args.share == "kind" else "") + ("-uint8" if args.uint8 else "")
+    out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}{tag}.gwk"
     sizes = save_binquant(out, result)
-    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "search_images": len(xs), "report_images": len(xr),
+    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "share": args.share,
+           "uint8": args.uint8, "float_report_acc": float_report, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
            "report_acc_before": report_before, "report_acc_after": report_after,
            "with_codebooks": sizes["ratios"]["with_codebooks"],
            "all_inclusive": sizes["ratios"]["all_inclusive"], "indices_only": sizes["ratios"]["indices_only"],
            "bits_per_weight": sizes["bits_per_weight"]["indices"], "file_bytes": sizes["file_bytes"],
-           "bins": {r.name: r.bins for r in result.layers},
+           "bins": {",".join(r.members): r.bins for r in result.layers},
            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}
     print(json.dumps(row, indent=1))
 

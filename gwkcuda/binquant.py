@@ -40,7 +40,8 @@ class BinQuantConfig:
     per layer at most; p_layer, p_bin: multiplicative perturbations for layer and bin sensitivity;
     sensitivity: "perturb" or "gradient"; values: "midpoint" or "mean"; min_weights: smaller
     layers stay uncompressed; layer_sensitivity: measure (and report) each layer's S_l, two
-    evaluations per layer."""
+    evaluations per layer; share: "none" (bins per layer) or "kind" (one set of bins and values
+    shared by all layers of one kind, searched and stored once, as the ICASSP paper allows)."""
     max_drop: float = 1.0
     max_bins: int = 16
     p_layer: float = 0.03
@@ -49,6 +50,7 @@ class BinQuantConfig:
     values: str = "midpoint"
     min_weights: int = 1024
     layer_sensitivity: bool = True
+    share: str = "none"
     progress: bool = False
 
     def __post_init__(self):
@@ -58,6 +60,8 @@ class BinQuantConfig:
             raise ValueError(f"BinQuantConfig: expected values 'midpoint' or 'mean', got {self.values!r}")
         if not 2 <= self.max_bins <= 2**16:
             raise ValueError(f"BinQuantConfig: expected max_bins in 2..65536, got {self.max_bins}")
+        if self.share not in ("none", "kind"):
+            raise ValueError(f"BinQuantConfig: expected share 'none' or 'kind', got {self.share!r}")
         if self.max_drop < 0:
             raise ValueError(f"BinQuantConfig: expected max_drop >= 0, got {self.max_drop}")
 
@@ -72,6 +76,8 @@ class LayerResult:
     sensitivity: Optional[float]  # layer sensitivity S_l (mean accuracy under +-p_layer)
     evaluations: int
     searched_edges: List[float] = field(default_factory=list)  # the finest binning tried
+    members: List[str] = field(default_factory=list)  # layers sharing these bins (name first)
+    shapes: List[List[int]] = field(default_factory=list)
 
     @property
     def bins(self) -> int:
@@ -87,6 +93,7 @@ class BinQuantResult:
     accuracy: float
     seconds: float
     report: dict = field(default_factory=dict)
+    uint8: dict = field(default_factory=dict)  # name -> Uint8Weight of the compressed uint8 layers
 
 
 def initial_edges(v: torch.Tensor) -> List[float]:
@@ -115,10 +122,12 @@ def bin_values(v: torch.Tensor, edges: List[float], idx: torch.Tensor, rule: str
     return torch.where(counts > 0, sums / counts.clamp_min(1), mid).to(v.dtype)
 
 
-def quantize(v: torch.Tensor, edges: List[float], rule: str = "midpoint"):
-    """(quantised v, bin indices, bin values)."""
+def quantize(v: torch.Tensor, edges: List[float], rule: str = "midpoint", integer: bool = False):
+    """(quantised v, bin indices, bin values); integer: values rounded (uint8 codes)."""
     idx = bin_index(v, edges)
     values = bin_values(v, edges, idx, rule)
+    if integer:
+        values = values.round().clamp(0, 255)
     return values.to(v.device)[idx], idx, values
 
 
@@ -132,12 +141,6 @@ def compressible_layers(model: nn.Module, min_weights: int):
 def _split(edges: List[float], j: int) -> List[float]:
     """Edges with bin j split at its middle."""
     return edges[: j + 1] + [(edges[j] + edges[j + 1]) / 2] + edges[j + 1:]
-
-
-def _perturbed_accuracy(w, v, members, p_bin, evaluate) -> float:
-    """Accuracy with only the weights of one bin scaled by (1 + p_bin) (the layer otherwise float)."""
-    w.copy_(torch.where(members, v * (1 + p_bin), v).view_as(w))
-    return evaluate()
 
 
 def _grow_bins(v, config, accuracy_with, floor, perturbed_accuracy):
@@ -198,29 +201,112 @@ def _bisect_bins(v, importance, max_bins, accuracy_with, floor):
     return list(sequence[hi]), acc[hi], list(sequence[-1])
 
 
+@dataclass
+class Uint8Weight:
+    """A weight held as uint8 codes with an affine scale and zero point: w = (codes - zero_point) * scale."""
+    codes: torch.Tensor
+    scale: float
+    zero_point: int
+
+    def dequantize(self, codes=None) -> torch.Tensor:
+        return ((self.codes if codes is None else codes).float() - self.zero_point) * self.scale
+
+
+def quantize_uint8(model: nn.Module, min_weights: int = 1024) -> dict:
+    """Turns the model into a uint8 model (per-tensor affine, as TFLite): every Conv/Linear weight
+    with >= min_weights weights becomes its uint8 dequantisation, in place. Returns name ->
+    Uint8Weight, to pass to :func:`bin_and_quant` as ``uint8``."""
+    out = {}
+    for name, m in compressible_layers(model, min_weights):
+        w = m.weight.data
+        lo, hi = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+        scale = (hi - lo) / 255 or 1.0
+        zero_point = int(round(-lo / scale))
+        codes = torch.clamp(torch.round(w / scale) + zero_point, 0, 255).to(torch.uint8)
+        out[name] = Uint8Weight(codes, scale, zero_point)
+        w.copy_(out[name].dequantize().view_as(w))
+    return out
+
+
+class _Unit:
+    """The layers binned together (one layer, or every layer of one kind when sharing): the values
+    v being binned (the weights, or uint8 codes), and writing binned values back as weights."""
+
+    def __init__(self, layers, uint8):
+        self.names = [n for n, _ in layers]
+        self.weights = [m.weight.data for _, m in layers]
+        self.originals = [w.clone() for w in self.weights]
+        self.codecs = [uint8.get(n) for n in self.names]
+        self.v = torch.cat([(c.codes.float() if c is not None else w).reshape(-1)
+                            for w, c in zip(self.originals, self.codecs)])
+        self.sizes = [w.numel() for w in self.weights]
+        self.is_uint8 = all(c is not None for c in self.codecs)
+        if any(c is not None for c in self.codecs) and not self.is_uint8:
+            raise ValueError(f"bin_and_quant: layers {self.names} share bins but only some are uint8")
+
+    @property
+    def numel(self):
+        return sum(self.sizes)
+
+    def set_values(self, v):
+        for w, c, part in zip(self.weights, self.codecs, v.split(self.sizes)):
+            w.copy_((part if c is None else c.dequantize(part)).view_as(w))
+
+    def scale_weights(self, factor):
+        """Every weight of the unit times factor."""
+        for w, o in zip(self.weights, self.originals):
+            w.copy_(o * factor)
+
+    def perturb(self, members, p):
+        """Only the weights selected by ``members`` (a mask over v) times (1 + p)."""
+        for w, o, m in zip(self.weights, self.originals, members.split(self.sizes)):
+            w.copy_(torch.where(m.view_as(o), o * (1 + p), o))
+
+    def restore(self):
+        for w, o in zip(self.weights, self.originals):
+            w.copy_(o)
+
+
+def _units(model, config):
+    """Lists of (name, module) binned together, largest first: one per layer, or with
+    share="kind" one per layer kind (Conv1d, Conv2d, Linear)."""
+    layers = compressible_layers(model, config.min_weights)
+    if config.share == "none":
+        return [[nm] for nm in layers]
+    kinds = {}
+    for nm in layers:
+        kinds.setdefault(type(nm[1]).__name__, []).append(nm)
+    return sorted(kinds.values(), key=lambda u: -sum(m.weight.numel() for _, m in u))
+
+
 def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], config: BinQuantConfig,
-                  grad_fn: Optional[Callable[[nn.Module], None]] = None) -> BinQuantResult:
+                  grad_fn: Optional[Callable[[nn.Module], None]] = None,
+                  uint8: Optional[dict] = None) -> BinQuantResult:
     """Compresses ``model`` in place (its selected weights become bin values).
 
     Args:
-        model: a trained float model.
+        model: a trained float model, or a uint8 model (see ``uint8``).
         eval_fn: model -> accuracy in [0, 1] on the search data.
         config: BinQuantConfig.
         grad_fn: model -> None, runs backward over calibration batches (gradient mode only).
+        uint8: name -> Uint8Weight for layers held as uint8 codes (see :func:`quantize_uint8`);
+            their bins are taken over the codes and bin values are rounded to integer codes, as
+            the authors' code does for TFLite models; the scale and zero point are kept.
     Returns:
         BinQuantResult with the model, a per-layer table, the evaluations spent, accuracies and a
         report dict (without file sizes: see :func:`save_binquant` for those).
     """
     start = time.perf_counter()
     counter = {"n": 0}
+    uint8 = uint8 or {}
 
     def evaluate():
         counter["n"] += 1
         with torch.no_grad():
             return float(eval_fn(model))
 
-    layers = compressible_layers(model, config.min_weights)
-    if not layers:
+    units = [_Unit(u, uint8) for u in _units(model, config)]
+    if not units:
         raise ValueError(f"bin_and_quant: no Conv/Linear layer with >= {config.min_weights} weights")
     importance = {}
     if config.sensitivity == "gradient":
@@ -228,69 +314,76 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
             raise ValueError("bin_and_quant: the gradient mode needs grad_fn (runs backward over calibration batches)")
         model.zero_grad(set_to_none=True)
         grad_fn(model)
-        for name, m in layers:
-            if m.weight.grad is None:
-                raise ValueError(f"bin_and_quant: grad_fn left no gradient on {name}.weight")
-            importance[name] = (m.weight.grad.detach() * m.weight.detach()).abs().reshape(-1)
+        for unit in units:
+            parts = []
+            for name, w in zip(unit.names, unit.weights):
+                g = model.get_submodule(name).weight.grad
+                if g is None:
+                    raise ValueError(f"bin_and_quant: grad_fn left no gradient on {name}.weight")
+                parts.append((g.detach() * w).abs().reshape(-1))
+            importance[unit.names[0]] = torch.cat(parts)
         model.zero_grad(set_to_none=True)
 
     baseline = evaluate()
-    total_weights = sum(m.weight.numel() for _, m in layers)
+    total_weights = sum(u.numel for u in units)
     done_weights = 0
     results = []
-    bar = tqdm(total=len(layers), desc="bin & quant", disable=not config.progress) if tqdm else None
-    for index, (name, m) in enumerate(layers):
+    bar = tqdm(total=len(units), desc="bin & quant", disable=not config.progress) if tqdm else None
+    for unit in units:
         spent = counter["n"]
-        w = m.weight.data
-        original = w.clone()
-        v = original.reshape(-1)
+        rule = config.values
+        v = unit.v
 
         # Layer sensitivity: mean accuracy with the layer scaled by 1 +- p_layer (reported).
         layer_sensitivity = None
         if config.layer_sensitivity:
             accs = []
             for sign in (1, -1):
-                w.copy_(original * (1 + sign * config.p_layer))
+                unit.scale_weights(1 + sign * config.p_layer)
                 accs.append(evaluate())
-            w.copy_(original)
+            unit.restore()
             layer_sensitivity = sum(accs) / 2
 
-        done_weights += m.weight.numel()
+        done_weights += unit.numel
         floor = baseline - config.max_drop / 100 * done_weights / total_weights
 
         def accuracy_with(edges):
-            w.copy_(quantize(v, edges, config.values)[0].view_as(w))
+            unit.set_values(quantize(v, edges, rule, integer=unit.is_uint8)[0])
             return evaluate()
 
         if config.sensitivity == "gradient":
-            chosen, chosen_acc, searched = _bisect_bins(v, importance[name], config.max_bins,
+            chosen, chosen_acc, searched = _bisect_bins(v, importance[unit.names[0]], config.max_bins,
                                                         accuracy_with, floor)
         else:
             def perturbed(members):
-                return _perturbed_accuracy(w, v, members, config.p_bin, evaluate)
+                unit.perturb(members, config.p_bin)
+                return evaluate()
             chosen, chosen_acc, searched = _grow_bins(v, config, accuracy_with, floor, perturbed)
         if chosen is None:
-            w.copy_(original)
+            unit.restore()
             chosen_acc = evaluate()
             values = None
         else:
-            q, idx, values = quantize(v, chosen, config.values)
-            w.copy_(q.view_as(w))
+            q, _, values = quantize(v, chosen, rule, integer=unit.is_uint8)
+            unit.set_values(q)
             values = values.tolist()
-        results.append(LayerResult(name, list(w.shape), chosen, values, chosen_acc, layer_sensitivity,
-                                   counter["n"] - spent, searched))
+        shapes = [list(w.shape) for w in unit.weights]
+        results.append(LayerResult(unit.names[0], shapes[0], chosen, values, chosen_acc, layer_sensitivity,
+                                   counter["n"] - spent, searched, members=unit.names, shapes=shapes))
         if bar is not None:
-            bar.set_postfix(layer=name, bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
+            bar.set_postfix(layer=unit.names[0], bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
             bar.update(1)
     if bar is not None:
         bar.close()
     final = results[-1].accuracy
     result = BinQuantResult(model, results, counter["n"], baseline, final, time.perf_counter() - start)
+    result.uint8 = {n: uint8[n] for r in results if r.edges is not None for n in r.members if n in uint8}
     result.report = {
         "method": "binquant", "baseline_accuracy": baseline, "accuracy": final,
         "evaluations": counter["n"], "seconds": result.seconds,
-        "layers": [{"name": r.name, "shape": r.shape, "method": "binquant" if r.edges else "float32",
-                    "bins": r.bins, "bits_per_weight": math.ceil(math.log2(r.bins)) if r.bins else 32,
+        "layers": [{"name": r.name, "members": r.members, "shape": r.shape,
+                    "method": "binquant" if r.edges else "float32", "bins": r.bins,
+                    "bits_per_weight": math.ceil(math.log2(r.bins)) if r.bins else 32,
                     "accuracy": r.accuracy, "sensitivity": r.sensitivity, "evaluations": r.evaluations}
                    for r in results]}
     return result
@@ -298,17 +391,28 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
 
 def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None) -> dict:
     """Writes the compressed model (gwkcuda.model_file format: per compressed layer its bin
-    indices, bit array or Huffman, and bin values) and returns :func:`gwkcuda.model_file.describe`
-    of the file: every byte counted against the fp32 model. arch: see save_model."""
+    indices, bit array or Huffman, and the bin values, stored once per set of shared bins; uint8
+    layers keep their scale and zero point) and returns :func:`gwkcuda.model_file.describe` of the
+    file: every byte counted against the fp32 model. arch: see save_model."""
     model = result.model
     bins = {}
     for r in result.layers:
-        if r.edges is not None:
-            name = r.name + ".weight"
-            w = model.get_parameter(name).detach()
-            bins[name] = (bin_index(w.reshape(-1).float(), r.edges), r.values)
-    return model_file.save_model(path, model, arch=arch, bins=bins,
-                                 meta={"method": "binquant"})
+        if r.edges is None:
+            continue
+        owner = r.members[0] + ".weight"
+        for i, name in enumerate(r.members):
+            codec = result.uint8.get(name)
+            v = codec.codes.float() if codec is not None else model.get_parameter(name + ".weight").detach()
+            entry = {"indices": bin_index(v.reshape(-1).float(), r.edges)}
+            if i == 0:
+                dtype = torch.uint8 if codec is not None else torch.float32
+                entry["values"] = torch.tensor(r.values, dtype=dtype)
+            else:
+                entry["values_from"] = owner
+            if codec is not None:
+                entry["affine"] = [codec.scale, codec.zero_point]
+            bins[name + ".weight"] = entry
+    return model_file.save_model(path, model, arch=arch, bins=bins, meta={"method": "binquant"})
 
 
 def load_binquant(path, model: Optional[nn.Module] = None) -> nn.Module:

@@ -119,7 +119,8 @@ def cmd_compress(args) -> int:
     task = pipelines.load_task(args.model, args.data, args.data_root)
     if args.method == "binquant":
         config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins,
-                                sensitivity=args.sensitivity, values=args.values, progress=progress)
+                                sensitivity=args.sensitivity, values=args.values, share=args.share,
+                                progress=progress)
     else:
         importance = "uniform" if args.method == "kmeans" else args.importance
         config = GWKConfig(d=args.d, k=args.k, importance=importance, beta=args.beta,
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"))
     g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"))
     g.add_argument("--search", type=int, default=1000, help="search images (first half of the test split)")
+    g.add_argument("--share", default="none", choices=("none", "kind"),
+                   help="one set of bins per layer kind instead of per layer")
     g = p.add_argument_group("GWK / k-means")
     g.add_argument("--d", type=int, default=4, help="sub-vector length")
     g.add_argument("--k", type=int, default=16, help="codewords per layer")

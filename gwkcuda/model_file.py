@@ -66,8 +66,10 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
 
     Args:
         arch: {"name": model name, "num_classes": int, "in_channels": int} to rebuild it; optional.
-        bins: parameter name -> (indices int64 [numel], values float [bins]) for Bin & Quant
-            weights (the model's weight there must equal values[indices]).
+        bins: parameter name -> {"indices": int64 [numel], "values": [bins] float32 (or uint8
+            codes), or "values_from": the parameter whose values it shares, optionally
+            "affine": [scale, zero_point] for uint8 codes} for Bin & Quant weights: the model's
+            weight there must equal values[indices] (dequantised when affine).
         meta: extra JSON metadata (method, report, ...).
     Returns:
         :func:`describe` of the written file.
@@ -85,13 +87,20 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
         if module in pq_modules and name.endswith((".codes", ".codebook")):
             continue
         if name in bins:
-            idx, values = bins[name]
-            n_bins = len(values)
-            stream, enc = _encode_bins(idx.reshape(-1).cpu(), n_bins)
+            entry = bins[name]
+            values = entry.get("values")
+            if values is None:
+                values = bins[entry["values_from"]]["values"]
+            stream, enc = _encode_bins(entry["indices"].reshape(-1).cpu(), len(values))
             tensors[name + ".indices"] = stream
-            tensors[name + ".values"] = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
-            layers[name] = {"kind": "bins", **enc, "shape": list(t.shape), "numel": t.numel(),
-                            "bins": n_bins}
+            info = {"kind": "bins", **enc, "shape": list(t.shape), "numel": t.numel(), "bins": len(values)}
+            if "values_from" in entry:
+                info["values_from"] = entry["values_from"]
+            else:
+                tensors[name + ".values"] = values.reshape(-1)
+            if "affine" in entry:
+                info["affine"] = list(entry["affine"])
+            layers[name] = info
         else:
             tensors[name] = t.detach().float() if t.is_floating_point() else t.detach()
     header = {"arch": arch, "layers": layers, "fp32_bytes": fp32_bytes(model), **(meta or {})}
@@ -140,7 +149,12 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
             skip |= {module_name + ".codes", module_name + ".codebook"}  # held by the new module
         elif info["kind"] == "bins":
             idx = _decode_bins(tensors[name + ".indices"], info)
-            state[name] = tensors[name + ".values"][idx].reshape(info["shape"])
+            values = tensors[info.get("values_from", name) + ".values"]
+            w = values[idx]
+            if "affine" in info:
+                scale, zero_point = info["affine"]
+                w = (w.float() - zero_point) * scale
+            state[name] = w.reshape(info["shape"])
             skip |= {name + ".indices", name + ".values"}
     state.update({n: t for n, t in tensors.items() if n not in skip})
     target = {n: t for n, t in model.state_dict().items() if n not in skip}
@@ -180,7 +194,9 @@ def describe(path) -> dict:
             r["method"], r["detail"] = "pq", f"d={info['d']} k={info['k']}"
             owner[module + ".codes"], owner[module + ".codebook"] = (module, "index_bytes"), (module, "codebook_bytes")
         else:
-            r["method"], r["detail"] = "binquant", f"{info['bins']} bins, {info['encoding']}"
+            shared = f", values of {info['values_from'].rsplit('.', 1)[0]}" if "values_from" in info else ""
+            codes = ", uint8 codes" if "affine" in info else ""
+            r["method"], r["detail"] = "binquant", f"{info['bins']} bins, {info['encoding']}{codes}{shared}"
             owner[name + ".indices"], owner[name + ".values"] = (module, "index_bytes"), (module, "codebook_bytes")
     for name, t in tensors.items():
         nbytes = t.numel() * t.element_size()

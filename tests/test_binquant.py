@@ -144,3 +144,41 @@ def test_gradient_mode_bisection_finds_fewest_bins_in_log_evaluations():
     assert len(edges) - 1 == 8 and acc == pytest.approx(0.9)
     assert len(set(calls)) <= 2 + 4  # the two ends, then log2(12) steps
     assert binquant._bisect_bins(v, importance, 16, lambda e: 0.0, floor=0.5)[0] is None
+
+
+def test_uint8_model_compresses_in_code_space_and_reloads(tmp_path):
+    model, x, y = trained_toy(256, 128)
+    codes = binquant.quantize_uint8(model, min_weights=100)
+    assert set(codes) == {"fc1", "fc2"} and all(c.codes.dtype == torch.uint8 for c in codes.values())
+    c = codes["fc1"]
+    torch.testing.assert_close(model.fc1.weight, c.dequantize().view_as(model.fc1.weight))
+    config = BinQuantConfig(max_drop=2.0, min_weights=100)
+    result = bin_and_quant(model, lambda m: accuracy(m, x, y), config, uint8=codes)
+    for r in result.layers:
+        if r.edges is None:
+            continue
+        assert all(float(v).is_integer() and 0 <= v <= 255 for v in r.values)  # values are uint8 codes
+        w = model.get_submodule(r.name).weight.detach()
+        allowed = torch.tensor([(v - codes[r.name].zero_point) * codes[r.name].scale for v in r.values])
+        assert torch.isclose(w.reshape(-1, 1), allowed.reshape(1, -1), rtol=0, atol=1e-6).any(1).all()
+    info = save_binquant(tmp_path / "u8.gwk", result)
+    assert any("uint8 codes" in row["detail"] for row in info["layers"])
+    fresh = load_binquant(tmp_path / "u8.gwk", Toy(256, 128))
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=1e-6)
+
+
+def test_shared_bins_are_searched_and_stored_once(tmp_path):
+    model, x, y = trained_toy(256, 128)
+    config = BinQuantConfig(max_drop=2.0, min_weights=100, share="kind")
+    result = bin_and_quant(model, lambda m: accuracy(m, x, y), config)
+    assert len(result.layers) == 1 and result.layers[0].members == ["fc1", "fc2"]
+    values = set(result.layers[0].values)
+    for name in ("fc1", "fc2"):
+        assert set(torch.unique(model.get_submodule(name).weight.detach()).tolist()) <= values
+    info = save_binquant(tmp_path / "shared.gwk", result)
+    rows = {r["layer"]: r for r in info["layers"]}
+    assert "values of fc1" in rows["fc2"]["detail"] and rows["fc2"]["codebook_bytes"] == 0
+    fresh = load_binquant(tmp_path / "shared.gwk", Toy(256, 128))
+    assert torch.equal(fresh(x), model(x))
+    with pytest.raises(ValueError, match="expected share 'none' or 'kind'"):
+        BinQuantConfig(share="all")
