@@ -4,8 +4,9 @@ Without --data-root: trains the digits CNN on scikit-learn's bundled 8x8 digits 
 then compresses it with Bin & Quant (no retraining; gradient and perturbation sensitivity), GWK-PQ and plain
 k-means PQ at three (d, k) settings, and prints a side-by-side table. With --data-root: the same on
 the pretrained CIFAR-10 ResNet-20 and the CIFAR-10 JPEG data in that folder (longer: one
-fine-tuning epoch per PQ run). Writes report.json, demo.png and the compressed files into --out.
+fine-tuning epoch over the first 10,000 training images per PQ run). Writes report.json, demo.png and the compressed files into --out.
 """
+import dataclasses
 import glob
 import json
 import os
@@ -22,6 +23,7 @@ from .microbench import machine
 DIGITS = {"model": "digits_cnn", "data": "digits", "train_epochs": 20, "finetune_epochs": 5,
           "search": 225, "binquant": ("gradient", "perturb"), "pq": ((4, 16), (8, 16), (8, 4))}
 CIFAR = {"model": "resnet20", "data": "cifar10", "train_epochs": 0, "finetune_epochs": 1,
+         "finetune_images": 10000,
          "search": 1000, "binquant": ("gradient",), "pq": ((9, 64),)}
 
 
@@ -44,6 +46,10 @@ def run(out, *, data_root=None, device="cpu", seed=0, progress=False, log=print)
         + (f"(pretrained {os.path.basename(checkpoint)})" if checkpoint else f"({spec['train_epochs']} epochs)"))
     model = pipelines.float_model(task, checkpoint, epochs=spec["train_epochs"], seed=seed, device=device,
                                   show_progress=progress)
+    ft_task = task
+    if spec.get("finetune_images"):  # a class-balanced prefix of the train split keeps CPU runs short
+        n = spec["finetune_images"]
+        ft_task = dataclasses.replace(task, x_train=task.x_train[:n], y_train=task.y_train[:n])
     runs = []
     for sensitivity in spec["binquant"]:
         log(f"Bin & Quant, {sensitivity} sensitivity, max drop 1 point on {spec['search']} search images")
@@ -56,7 +62,7 @@ def run(out, *, data_root=None, device="cpu", seed=0, progress=False, log=print)
             log(f"{'GWK-PQ' if method == 'gwk' else 'plain k-means PQ'} d={d} k={k}, "
                 f"{spec['finetune_epochs']} fine-tuning epochs")
             config = GWKConfig(d=d, k=k, importance=importance, seed=seed)
-            runs.append(pipelines.run_gwk(model, task, out / f"{method}-d{d}-k{k}.gwk", config,
+            runs.append(pipelines.run_gwk(model, ft_task, out / f"{method}-d{d}-k{k}.gwk", config,
                                           epochs=spec["finetune_epochs"], device=device,
                                           show_progress=progress))
     baseline = runs[0]["baseline_accuracy"]

@@ -1,0 +1,226 @@
+"""EWGS quantization-aware training (Lee, Kim, Ham, CVPR 2021; paper-spec 4.1).
+
+Weights and input activations of a layer are quantised to b bits by a discretizer whose forward
+rounds and whose backward scales each element's gradient (element-wise gradient scaling):
+
+    g_x = g_xq * (1 + delta * sign(g_xq) * (x - x_q)),       x, x_q in the normalised [0, 1]
+
+delta = 0 is the straight-through estimator. Per layer, with learnable bounds (l, u) and output
+scale alpha:
+    weights:     w_hat = clamp((w - l_W) / (u_W - l_W), 0, 1);  w_q = 2 (round(w_hat (L-1)) / (L-1) - 0.5)
+    activations: a_hat = clamp((a - l_A) / (u_A - l_A), 0, 1);  a_q = round(a_hat (L-1)) / (L-1)
+    output = op(a_q, w_q) * |alpha| (+ bias)
+Bounds are initialised on the first batch (u_W = -l_W = 3 sigma(W); l_A = min(a),
+u_A = 3 sigma(a) / sqrt(1 - 2/pi)) and alpha so that the mean output magnitude matches the float
+layer's. delta is either fixed or estimated from the Hessian trace (:func:`update_delta`).
+"""
+import math
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EWGSDiscretizer(torch.autograd.Function):
+    """x in [0, 1] -> round(x (L-1)) / (L-1); backward: EWGS gradient scaling with delta."""
+
+    @staticmethod
+    def forward(ctx, x, levels: int, delta):
+        xq = torch.round(x * (levels - 1)) / (levels - 1)
+        ctx.save_for_backward(x - xq, torch.as_tensor(delta, dtype=x.dtype, device=x.device))
+        return xq
+
+    @staticmethod
+    def backward(ctx, g):
+        diff, delta = ctx.saved_tensors
+        return g * (1 + delta * torch.sign(g) * diff), None, None
+
+
+def ewgs_round(x: torch.Tensor, bits: int, delta=0.0) -> torch.Tensor:
+    """EWGS discretizer of x in [0, 1] at 2**bits levels (delta: float or 0-d tensor)."""
+    return EWGSDiscretizer.apply(x, 2 ** bits, delta)
+
+
+class _Quantized:
+    """Mixed into nn.Conv2d / nn.Linear: EWGS quantisation of weight and input activation."""
+
+    def _init_quant(self, bits_w: int, bits_a: Optional[int]):
+        if not (isinstance(bits_w, int) and 1 <= bits_w <= 16):
+            raise ValueError(f"{type(self).__name__}: expected bits_w in 1..16, got {bits_w!r}")
+        if bits_a is not None and not (isinstance(bits_a, int) and 1 <= bits_a <= 16):
+            raise ValueError(f"{type(self).__name__}: expected bits_a in 1..16 or None, got {bits_a!r}")
+        self.bits_w, self.bits_a = bits_w, bits_a
+        self.w_lower = nn.Parameter(torch.tensor(-1.0))
+        self.w_upper = nn.Parameter(torch.tensor(1.0))
+        self.a_lower = nn.Parameter(torch.tensor(0.0))
+        self.a_upper = nn.Parameter(torch.tensor(1.0))
+        self.output_scale = nn.Parameter(torch.tensor(1.0))
+        self.register_buffer("delta_w", torch.tensor(0.0))
+        self.register_buffer("delta_a", torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+        self.keep_grad = False  # update_delta: keep the discretizer outputs (graph nodes) for Hessian estimates
+        self.last_wq = self.last_aq = None
+
+    def quantizer_parameters(self):
+        return [self.w_lower, self.w_upper, self.a_lower, self.a_upper, self.output_scale]
+
+    def quantized_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """w_q in [-1, 1] at 2**bits_w levels."""
+        w_hat = ((weight - self.w_lower) / (self.w_upper - self.w_lower)).clamp(0, 1)
+        wq = ewgs_round(w_hat, self.bits_w, self.delta_w)
+        if self.keep_grad:
+            self.last_wq = wq
+        return 2 * (wq - 0.5)
+
+    def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        """a_q in [0, 1] at 2**bits_a levels (x unchanged when bits_a is None)."""
+        if self.bits_a is None:
+            return x
+        a_hat = ((x - self.a_lower) / (self.a_upper - self.a_lower)).clamp(0, 1)
+        aq = ewgs_round(a_hat, self.bits_a, self.delta_a)
+        if self.keep_grad:
+            self.last_aq = aq
+        return aq
+
+    def _maybe_initialize(self, x, weight):
+        if bool(self.initialized):
+            return
+        with torch.no_grad():
+            s = float(weight.std())
+            self.w_lower.fill_(-3 * s)
+            self.w_upper.fill_(3 * s)
+            if self.bits_a is not None:
+                self.a_lower.fill_(float(x.min()))
+                self.a_upper.fill_(float(x.min()) + max(3 * float(x.std()) / math.sqrt(1 - 2 / math.pi), 1e-8))
+            full = self._op(x, weight)
+            quant = self._op(self.quantized_input(x), self.quantized_weight(weight))
+            self.output_scale.fill_(float(full.abs().mean() / quant.abs().mean().clamp_min(1e-12)))
+            self.initialized.fill_(True)
+
+    def _forward_quantized(self, x, weight):
+        self._maybe_initialize(x, weight)
+        y = self._op(self.quantized_input(x), self.quantized_weight(weight)) * self.output_scale.abs()
+        return y if self.bias is None else self._add_bias(y)
+
+
+class QConv2d(_Quantized, nn.Conv2d):
+    """nn.Conv2d with EWGS-quantised weights (bits_w) and input activations (bits_a; None keeps
+    them in float). Input [B, Cin, H, W] -> [B, Cout, H', W']."""
+
+    def __init__(self, *args, bits_w: int = 4, bits_a: Optional[int] = 4, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(bits_w, bits_a)
+
+    def _op(self, x, w):
+        return F.conv2d(x, w, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def _add_bias(self, y):
+        return y + self.bias.view(1, -1, 1, 1)
+
+    def forward(self, x):
+        return self._forward_quantized(x, self.weight)
+
+
+class QLinear(_Quantized, nn.Linear):
+    """nn.Linear with EWGS-quantised weights and input activations. [..., in] -> [..., out]."""
+
+    def __init__(self, *args, bits_w: int = 4, bits_a: Optional[int] = 4, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(bits_w, bits_a)
+
+    def _op(self, x, w):
+        return F.linear(x, w)
+
+    def _add_bias(self, y):
+        return y + self.bias
+
+    def forward(self, x):
+        return self._forward_quantized(x, self.weight)
+
+
+def _quantized_copy(m: nn.Module, bits_w, bits_a):
+    if isinstance(m, nn.Conv2d):
+        q = QConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                    m.groups, m.bias is not None, bits_w=bits_w, bits_a=bits_a)
+    else:
+        q = QLinear(m.in_features, m.out_features, m.bias is not None, bits_w=bits_w, bits_a=bits_a)
+    with torch.no_grad():
+        q.weight.copy_(m.weight)
+        if m.bias is not None:
+            q.bias.copy_(m.bias)
+    return q.to(m.weight.device)
+
+
+def quantize_model(model: nn.Module, bits_w: int = 4, bits_a: Optional[int] = 4,
+                   keep_float: Optional[Iterable[str]] = None) -> nn.Module:
+    """Replaces every Conv2d/Linear (except those in keep_float; default: the first Conv2d and the
+    last Linear, as in EWGS) by QConv2d/QLinear with the same weights, in place."""
+    layers = [(n, m) for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    if keep_float is None:
+        convs = [n for n, m in layers if isinstance(m, nn.Conv2d)]
+        linears = [n for n, m in layers if isinstance(m, nn.Linear)]
+        keep_float = set(convs[:1] + linears[-1:])
+    for name, m in layers:
+        if name in keep_float:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _quantized_copy(m, bits_w, bits_a))
+    return model
+
+
+def quantized_layers(model: nn.Module):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _Quantized)]
+
+
+def update_delta(model: nn.Module, loss_fn, batches, *, samples: int = 50, tol: float = 1e-3,
+                 seed: int = 0) -> dict:
+    """Sets each quantised layer's delta_w and delta_a to (Tr(H)/N) / (3 std(g)), averaged over
+    ``batches`` and clipped at >= 0, where H is the Hessian of the loss with respect to the
+    discretizer output (Hutchinson's estimator with Rademacher vectors, at most ``samples``, until
+    the running mean changes by less than tol relative) and g its gradient.
+
+    loss_fn(model, batch) -> scalar loss. Returns name -> (delta_w, delta_a)."""
+    layers = quantized_layers(model)
+    gen = torch.Generator().manual_seed(seed)
+    sums = {n: [0.0, 0.0] for n, _ in layers}
+    batches = list(batches)
+    for m in (m for _, m in layers):
+        m.keep_grad = True
+    try:
+        for batch in batches:
+            model.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            targets = []
+            for n, m in layers:
+                targets.append((n, 0, m.last_wq))
+                if m.last_aq is not None:
+                    targets.append((n, 1, m.last_aq))
+            grads = torch.autograd.grad(loss, [t for _, _, t in targets], create_graph=True)
+            for (n, slot, xq), g in zip(targets, grads):
+                trace, count = 0.0, 0
+                for _ in range(samples):
+                    v = (torch.randint(0, 2, xq.shape, generator=gen) * 2 - 1).to(xq)
+                    hv = torch.autograd.grad(g, xq, v, retain_graph=True)[0]
+                    sample = float((v * hv).sum())
+                    new = (trace * count + sample) / (count + 1)
+                    count += 1
+                    done = count > 1 and abs(new - trace) <= tol * abs(trace)
+                    trace = new
+                    if done:
+                        break
+                sums[n][slot] += (trace / xq.numel()) / (3 * float(g.detach().std()) + 1e-12)
+    finally:
+        for _, m in layers:
+            m.keep_grad = False
+            m.last_wq = m.last_aq = None
+        model.zero_grad(set_to_none=True)
+    out = {}
+    for n, m in layers:
+        dw = max(sums[n][0] / len(batches), 0.0)
+        da = max(sums[n][1] / len(batches), 0.0)
+        m.delta_w.fill_(dw)
+        m.delta_a.fill_(da)
+        out[n] = (dw, da)
+    return out
