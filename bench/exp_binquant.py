@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import data, train  # noqa: E402
-from gwkcuda.train import accuracy  # noqa: E402
+from gwkcuda.train import accuracy, search_score  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, quantize_uint8, save_binquant  # noqa: E402
 from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar  # noqa: E402
 
@@ -56,6 +56,9 @@ def main():
                     help="one set of bins per layer kind (Conv2d, Linear) instead of per layer")
     ap.add_argument("--uint8", action="store_true",
                     help="first make the model a uint8 model (per-tensor affine) and bin its codes")
+    ap.add_argument("--criterion", choices=["accuracy", "agreement"], default="accuracy",
+                    help="search on accuracy, or on agreement with the uncompressed model's predictions "
+                         "(every changed prediction counts; less prone to fitting the search set's noise)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -84,12 +87,13 @@ def main():
     config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins, sensitivity=args.mode,
                             values=args.values, layer_sensitivity=not args.no_layer_sensitivity,
                             share=args.share, progress=sys.stderr.isatty())
-    result = bin_and_quant(model, lambda m: accuracy(m, xs, ys), config, grad_fn=grad_fn, uint8=codes)
+    score = search_score(model, xs, ys, args.criterion)
+    result = bin_and_quant(model, score, config, grad_fn=grad_fn, uint8=codes)
     report_after = accuracy(model, xr, yr)
     tag = ("-shared" if args.share == "kind" else "") + ("-uint8" if args.uint8 else "")
     out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}{tag}.gwk"
     sizes = save_binquant(out, result)
-    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "share": args.share,
+    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "share": args.share, "criterion": args.criterion,
            "uint8": args.uint8, "float_report_acc": float_report, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,

@@ -129,7 +129,8 @@ def cmd_compress(args) -> int:
                                   device=device, show_progress=progress)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
     if args.method == "binquant":
-        report = pipelines.run_binquant(model, task, out, config, search=args.search, device=device)
+        report = pipelines.run_binquant(model, task, out, config, search=args.search,
+                                        criterion=args.criterion, device=device)
     else:
         report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr,
                                    device=device, show_progress=progress)
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"))
     g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"))
     g.add_argument("--search", type=int, default=1000, help="search images (first half of the test split)")
+    g.add_argument("--criterion", default="accuracy", choices=("accuracy", "agreement"),
+                   help="search on accuracy, or on agreement with the float model's predictions")
     g.add_argument("--share", default="none", choices=("none", "kind"),
                    help="one set of bins per layer kind instead of per layer")
     g = p.add_argument_group("GWK / k-means")

@@ -103,7 +103,7 @@ def _header(method: str, task: Task, device, settings) -> dict:
 
 
 def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, search: int = 1000,
-                 calib_batches: int = 8, device="cpu") -> dict:
+                 calib_batches: int = 8, criterion: str = "accuracy", device="cpu") -> dict:
     """Bin & Quant of a copy of ``model``; writes ``out`` and returns the report."""
     started = time.perf_counter()
     model = copy.deepcopy(model).to(device).eval()
@@ -114,10 +114,11 @@ def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, s
     if config.sensitivity == "gradient":
         def grad_fn(m):
             train.backward_batches(m, task.x_train, task.y_train, batches=calib_batches, device=device)
-    result = bin_and_quant(model, lambda m: train.accuracy(m, xs, ys, device=device), config, grad_fn)
+    score = train.search_score(model, xs, ys, criterion, device=device)
+    result = bin_and_quant(model, score, config, grad_fn)
     info = save_binquant(out, result, arch=task.arch)
     report = _header("binquant", task, device, {**dataclasses.asdict(config), "search": search_where,
-                                                 "calib_batches": calib_batches})
+                                                 "calib_batches": calib_batches, "criterion": criterion})
     report["details"] = {k: result.report[k] for k in ("evaluations", "layers")}
     report["details"].update(search_baseline=result.baseline_accuracy, search_accuracy=result.accuracy)
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)

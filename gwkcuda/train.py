@@ -29,6 +29,27 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     return correct / max(1, len(x))
 
 
+def predictions(model: nn.Module, x: torch.Tensor, batch: int = 500, device="cpu") -> torch.Tensor:
+    """Top-1 class of each row of x (eval mode), on the CPU."""
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch].to(device)).argmax(1).cpu() for i in range(0, len(x), batch)])
+
+
+def search_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: str = "accuracy",
+                 device="cpu") -> Callable[[nn.Module], float]:
+    """The function a compression search scores a candidate by, on (x, y): its accuracy, or its
+    agreement with ``model``'s current predictions ("agreement": 1.0 for the uncompressed model;
+    every changed prediction counts, right or wrong, so gains on some images cannot hide losses
+    on others)."""
+    if criterion == "accuracy":
+        return lambda m: accuracy(m, x, y, device=device)
+    if criterion != "agreement":
+        raise ValueError(f"search_score: expected criterion 'accuracy' or 'agreement', got {criterion!r}")
+    reference = predictions(model, x, device=device)
+    return lambda m: float((predictions(m, x, device=device) == reference).float().mean())
+
+
 def cifar_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard CIFAR augmentation on a batch [B, C, H, W]: random crop with 4-pixel zero padding
     and random horizontal flip."""

@@ -182,3 +182,20 @@ def test_shared_bins_are_searched_and_stored_once(tmp_path):
     assert torch.equal(fresh(x), model(x))
     with pytest.raises(ValueError, match="expected share 'none' or 'kind'"):
         BinQuantConfig(share="all")
+
+
+def test_agreement_criterion_counts_every_changed_prediction():
+    import copy
+
+    from gwkcuda.train import search_score
+    model, x, y = trained_toy()
+    score = search_score(model, x, y, "agreement")
+    assert score(model) == 1.0
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.fc2.weight.zero_()
+        other.fc2.bias.copy_(torch.tensor([1.0, 0, 0, 0]))  # always class 0
+    reference = model(x).argmax(1)
+    assert score(other) == pytest.approx(float((reference == 0).float().mean()))
+    with pytest.raises(ValueError, match="expected criterion"):
+        search_score(model, x, y, "loss")
