@@ -125,15 +125,34 @@ def cmd_compress(args) -> int:
         importance = "uniform" if args.method == "kmeans" else args.importance
         config = GWKConfig(d=args.d, k=args.k, importance=importance, beta=args.beta,
                            calib_batches=args.calib_batches, iters=args.iters, seed=args.seed)
-    model = pipelines.float_model(task, args.checkpoint, epochs=args.train_epochs, seed=args.seed,
-                                  device=device, show_progress=progress)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
+    workdir = Path(args.workdir or f"{out}.work")
+    checkpoints = [workdir / n for n in ("float.pt", "qat.pt", "finetune.pt")]
+    if not args.resume:
+        for c in checkpoints:  # a fresh run: never continue from an older run's checkpoints
+            c.unlink(missing_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    has_ckpt = args.checkpoint is not None
+    float_epochs = args.float_epochs if args.float_epochs is not None else (0 if has_ckpt else 20)
+    float_lr = args.float_lr if args.float_lr is not None else (5e-4 if has_ckpt else 2e-3)
+    model = pipelines.float_model(task, args.checkpoint, epochs=float_epochs, lr=float_lr, seed=args.seed,
+                                  device=device, show_progress=progress, workdir=workdir)
     if args.method == "binquant":
         report = pipelines.run_binquant(model, task, out, config, search=args.search,
                                         criterion=args.criterion, device=device)
     else:
-        report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr,
-                                   device=device, show_progress=progress)
+        qat = None
+        if args.bits is not None:
+            qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
+                                      delta=args.delta, delta_every=args.delta_every)
+        report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr, qat=qat,
+                                   workdir=workdir, device=device, show_progress=progress)
+    for c in checkpoints:  # finished: the checkpoints have served
+        c.unlink(missing_ok=True)
+    try:
+        workdir.rmdir()
+    except OSError:
+        pass
     if args.report:
         _write_json(args.report, report)
     print(_summary(report))
@@ -240,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="compressed file (default: MODEL-METHOD.gwk)")
     p.add_argument("--report", default=None, help="JSON report file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-epochs", type=int, default=20, help="float training when no checkpoint")
+    p.add_argument("--float-epochs", type=int, default=None,
+                   help="float training from scratch (default 20), or fine-tuning of --checkpoint (default 0)")
+    p.add_argument("--float-lr", type=float, default=None, help="default 2e-3 from scratch, 5e-4 fine-tuning")
+    p.add_argument("--workdir", default=None, help="per-epoch checkpoints (default: OUT.work)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its last finished epoch (same arguments)")
     g = p.add_argument_group("Bin & Quant")
     g.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the search may lose")
     g.add_argument("--max-bins", type=int, default=16)
@@ -260,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--iters", type=int, default=25)
     g.add_argument("--epochs", type=int, default=5, help="codebook fine-tuning epochs")
     g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--bits", type=int, default=None,
+                   help="EWGS quantisation-aware training of weights and activations at this many bits first")
+    g.add_argument("--qat-epochs", type=int, default=2)
+    g.add_argument("--quantizer-lr", type=float, default=1e-5)
+    g.add_argument("--delta", type=float, default=None,
+                   help="fixed EWGS delta (default: Hessian estimate after every --delta-every epochs)")
+    g.add_argument("--delta-every", type=int, default=1)
     _add_common(p)
     p.set_defaults(func=cmd_compress)
 

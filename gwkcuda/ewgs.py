@@ -21,6 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ops
+from .pq import PQWeight
+
 
 class EWGSDiscretizer(torch.autograd.Function):
     """x in [0, 1] -> round(x (L-1)) / (L-1); backward: EWGS gradient scaling with delta."""
@@ -59,8 +62,27 @@ class _Quantized:
         self.register_buffer("delta_w", torch.tensor(0.0))
         self.register_buffer("delta_a", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(False))
+        self.codebook = None  # set by use_pq
         self.keep_grad = False  # update_delta: keep the discretizer outputs (graph nodes) for Hessian estimates
         self.last_wq = self.last_aq = None
+
+    def latent_weight(self) -> torch.Tensor:
+        """The float weight the quantiser sees: the parameter, or after :meth:`use_pq` the
+        product-quantised weight decoded from codes and codebook (differentiable in the codebook)."""
+        if self.codebook is None:
+            return self.weight
+        return ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
+
+    def use_pq(self, pq: PQWeight) -> None:
+        """Replaces the weight parameter by fixed codes and a trainable codebook (GWK-PQ of the
+        latent weights; EWGS then quantises the decoded weight element-wise)."""
+        del self.weight
+        self.register_buffer("codes", pq.codes.clone())
+        self.codebook = nn.Parameter(pq.codebook.clone())
+        self.pq_config, self.weight_shape = pq.config, tuple(pq.shape)
+
+    def pq_weight(self) -> PQWeight:
+        return PQWeight(self.codes, self.codebook.detach(), self.weight_shape, self.pq_config)
 
     def quantizer_parameters(self):
         return [self.w_lower, self.w_upper, self.a_lower, self.a_upper, self.output_scale]
@@ -119,7 +141,7 @@ class QConv2d(_Quantized, nn.Conv2d):
         return y + self.bias.view(1, -1, 1, 1)
 
     def forward(self, x):
-        return self._forward_quantized(x, self.weight)
+        return self._forward_quantized(x, self.latent_weight())
 
 
 class QLinear(_Quantized, nn.Linear):
@@ -136,7 +158,7 @@ class QLinear(_Quantized, nn.Linear):
         return y + self.bias
 
     def forward(self, x):
-        return self._forward_quantized(x, self.weight)
+        return self._forward_quantized(x, self.latent_weight())
 
 
 def _quantized_copy(m: nn.Module, bits_w, bits_a):
@@ -178,39 +200,43 @@ def update_delta(model: nn.Module, loss_fn, batches, *, samples: int = 50, tol: 
                  seed: int = 0) -> dict:
     """Sets each quantised layer's delta_w and delta_a to (Tr(H)/N) / (3 std(g)), averaged over
     ``batches`` and clipped at >= 0, where H is the Hessian of the loss with respect to the
-    discretizer output (Hutchinson's estimator with Rademacher vectors, at most ``samples``, until
-    the running mean changes by less than tol relative) and g its gradient.
+    discretizer output, N its size and g the loss gradient there.
+
+    Tr(H) by Hutchinson's estimator: v^T H v with Rademacher v, at most ``samples`` draws per
+    batch, stopping once every running mean changes by less than tol (relative). One Hessian-vector
+    product serves all layers at once: v spans every discretizer output, and the cross terms
+    v_s^T H_st v_t have zero mean, so each layer's block yields its own trace estimate.
 
     loss_fn(model, batch) -> scalar loss. Returns name -> (delta_w, delta_a)."""
     layers = quantized_layers(model)
     gen = torch.Generator().manual_seed(seed)
-    sums = {n: [0.0, 0.0] for n, _ in layers}
+    sums = {}
     batches = list(batches)
-    for m in (m for _, m in layers):
+    for _, m in layers:
         m.keep_grad = True
     try:
         for batch in batches:
             model.zero_grad(set_to_none=True)
             loss = loss_fn(model, batch)
-            targets = []
+            keys, targets = [], []
             for n, m in layers:
-                targets.append((n, 0, m.last_wq))
-                if m.last_aq is not None:
-                    targets.append((n, 1, m.last_aq))
-            grads = torch.autograd.grad(loss, [t for _, _, t in targets], create_graph=True)
-            for (n, slot, xq), g in zip(targets, grads):
-                trace, count = 0.0, 0
-                for _ in range(samples):
-                    v = (torch.randint(0, 2, xq.shape, generator=gen) * 2 - 1).to(xq)
-                    hv = torch.autograd.grad(g, xq, v, retain_graph=True)[0]
-                    sample = float((v * hv).sum())
-                    new = (trace * count + sample) / (count + 1)
-                    count += 1
-                    done = count > 1 and abs(new - trace) <= tol * abs(trace)
-                    trace = new
-                    if done:
-                        break
-                sums[n][slot] += (trace / xq.numel()) / (3 * float(g.detach().std()) + 1e-12)
+                for slot, t in ((0, m.last_wq), (1, m.last_aq)):
+                    if t is not None:
+                        keys.append((n, slot))
+                        targets.append(t)
+            grads = torch.autograd.grad(loss, targets, create_graph=True)
+            traces = [0.0] * len(targets)
+            for count in range(1, samples + 1):
+                vs = [(torch.randint(0, 2, t.shape, generator=gen) * 2 - 1).to(t) for t in targets]
+                hvs = torch.autograd.grad(grads, targets, vs, retain_graph=True, allow_unused=True)
+                new = [tr + (float((v * hv).sum()) - tr) / count if hv is not None else 0.0
+                       for tr, v, hv in zip(traces, vs, hvs)]
+                done = count > 1 and all(abs(a - b) <= tol * abs(b) for a, b in zip(new, traces))
+                traces = new
+                if done:
+                    break
+            for key, t, g, tr in zip(keys, targets, grads, traces):
+                sums[key] = sums.get(key, 0.0) + (tr / t.numel()) / (3 * float(g.detach().std()) + 1e-12)
     finally:
         for _, m in layers:
             m.keep_grad = False
@@ -218,8 +244,8 @@ def update_delta(model: nn.Module, loss_fn, batches, *, samples: int = 50, tol: 
         model.zero_grad(set_to_none=True)
     out = {}
     for n, m in layers:
-        dw = max(sums[n][0] / len(batches), 0.0)
-        da = max(sums[n][1] / len(batches), 0.0)
+        dw = max(sums.get((n, 0), 0.0) / len(batches), 0.0)
+        da = max(sums.get((n, 1), 0.0) / len(batches), 0.0)
         m.delta_w.fill_(dw)
         m.delta_a.fill_(da)
         out[n] = (dw, da)

@@ -146,8 +146,14 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
 
 
 def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
-    """Swaps each named Conv2d/Linear for a PQConv2d/PQLinear holding its PQWeight (bias kept)."""
+    """Swaps each named Conv2d/Linear for a PQConv2d/PQLinear holding its PQWeight (bias kept);
+    an EWGS layer (QConv2d/QLinear) keeps its quantisers and takes codes and codebook instead of
+    its weight."""
     for name, weight in pq.items():
+        module = model.get_submodule(name)
+        if hasattr(module, "use_pq"):
+            module.use_pq(weight)
+            continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, _as_pq_module(getattr(parent, child), weight).to(weight.codebook.device))

@@ -28,6 +28,11 @@ from .pq import PQWeight
 FLOAT_KIND = "float32"
 
 
+def holds_pq(m: nn.Module) -> bool:
+    """A module whose weight is product-quantised: PQLinear/PQConv2d, or an EWGS layer after use_pq."""
+    return isinstance(m, _PQBase) or getattr(m, "codebook", None) is not None
+
+
 def _encode_bins(idx: torch.Tensor, bins: int):
     """The smaller of a bit array at ceil(log2 bins) bits and a canonical Huffman code."""
     nbits = max(1, math.ceil(math.log2(bins)))
@@ -50,12 +55,12 @@ def fp32_bytes(model: nn.Module) -> int:
     total = 0
     for name, t in model.state_dict().items():
         module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        if isinstance(module, _PQBase) and name.endswith((".codes", ".codebook")):
+        if holds_pq(module) and name.endswith((".codes", ".codebook")):
             continue
         if t.is_floating_point():
             total += t.numel() * 4
     for m in model.modules():
-        if isinstance(m, _PQBase):
+        if holds_pq(m):
             total += math.prod(m.weight_shape) * 4
     return total
 
@@ -76,7 +81,7 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
     """
     bins = bins or {}
     tensors, layers = {}, {}
-    pq_modules = {n: m for n, m in model.named_modules() if isinstance(m, _PQBase)}
+    pq_modules = {n: m for n, m in model.named_modules() if holds_pq(m)}
     for name, m in pq_modules.items():
         pq_tensors, pq_meta = m.pq_weight().to_tensors(prefix=name + ".")
         tensors.update({k: v.float() if v.is_floating_point() else v for k, v in pq_tensors.items()})
@@ -103,7 +108,12 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
             layers[name] = info
         else:
             tensors[name] = t.detach().float() if t.is_floating_point() else t.detach()
+    from .ewgs import quantized_layers
+
     header = {"arch": arch, "layers": layers, "fp32_bytes": fp32_bytes(model), **(meta or {})}
+    q = quantized_layers(model)
+    if q:  # EWGS layers: rebuilt by load_model before their state is loaded
+        header["ewgs"] = {"layers": [n for n, _ in q], "bits_w": q[0][1].bits_w, "bits_a": q[0][1].bits_a}
     io.save_compressed(path, tensors, header)
     return describe(path)
 
@@ -138,14 +148,25 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
         if not arch:
             raise io.CompressedFileError(f"{path}: records no architecture; pass the model to load into")
         model = build_model(arch["name"], arch.get("num_classes", 10), arch.get("in_channels", 1))
+    if "ewgs" in meta:
+        from .ewgs import quantize_model
+
+        q = meta["ewgs"]
+        others = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+                  and n not in q["layers"]]
+        quantize_model(model, q["bits_w"], q["bits_a"], keep_float=others)
     state, skip = {}, set()
     for name, info in meta["layers"].items():
         module_name = name.rsplit(".", 1)[0]
         if info["kind"] == "pq":
             pq = PQWeight.from_tensors(tensors, info, prefix=module_name + ".")
-            parent_name, _, child = module_name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, _as_pq_module(getattr(parent, child), pq))
+            target = model.get_submodule(module_name)
+            if hasattr(target, "use_pq"):
+                target.use_pq(pq)
+            else:
+                parent_name, _, child = module_name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, child, _as_pq_module(target, pq))
             skip |= {module_name + ".codes", module_name + ".codebook"}  # held by the new module
         elif info["kind"] == "bins":
             idx = _decode_bins(tensors[name + ".indices"], info)

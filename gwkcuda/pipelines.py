@@ -69,16 +69,21 @@ def load_task(model_name: str, data_name: str, root=None) -> Task:
 
 
 def float_model(task: Task, checkpoint=None, *, epochs: int = 20, lr: float = 2e-3, seed: int = 0,
-                device="cpu", show_progress: bool = False) -> nn.Module:
-    """The float model: from ``checkpoint`` when given, else trained from scratch on the train split."""
+                device="cpu", show_progress: bool = False, workdir=None) -> nn.Module:
+    """The float model: from ``checkpoint`` then fine-tuned ``epochs`` on the train split (0: as
+    shipped), or without a checkpoint trained from scratch for ``epochs``. workdir: resumable
+    per-epoch checkpoints (float.pt), as in run_gwk."""
     arch = task.arch
     torch.manual_seed(seed)
     model = build_model(task.model_name, arch["num_classes"], arch["in_channels"])
     if checkpoint is not None:
-        return load_checkpoint(model, checkpoint).to(device)
+        load_checkpoint(model, checkpoint)
     model.to(device)
-    train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, seed=seed, device=device,
-                augment=task.augment, show_progress=show_progress, desc="float training")
+    if epochs > 0:
+        train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, seed=seed, device=device,
+                    augment=task.augment, show_progress=show_progress,
+                    desc="float fine-tuning" if checkpoint is not None else "float training",
+                    checkpoint=Path(workdir) / "float.pt" if workdir is not None else None)
     return model
 
 
@@ -124,15 +129,83 @@ def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, s
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)
 
 
+@dataclass
+class QATConfig:
+    """EWGS quantisation-aware training before clustering (None in run_gwk: none).
+
+    bits: weight and activation bits; epochs; lr for the model, quantizer_lr for the bounds and
+    output scales (Adam, as EWGS); delta: a fixed EWGS delta, or None for the Hessian estimate
+    refreshed after every ``delta_every`` epochs (0 before the first refresh, i.e. STE);
+    hessian_samples: Hutchinson draws per batch (3 batches)."""
+    bits: int = 4
+    epochs: int = 2
+    lr: float = 1e-3
+    quantizer_lr: float = 1e-5
+    delta: Optional[float] = None
+    delta_every: int = 1
+    hessian_samples: int = 10
+
+
+def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
+    """Adam groups: EWGS quantiser parameters at quantizer_lr, everything else at lr."""
+    from .ewgs import quantized_layers
+
+    quant = {id(p) for _, m in quantized_layers(model) for p in m.quantizer_parameters()}
+    rest = [p for p in model.parameters() if id(p) not in quant]
+    groups = [{"params": rest, "lr": lr}]
+    if quant:
+        groups.append({"params": [p for p in model.parameters() if id(p) in quant], "lr": quantizer_lr})
+    return groups
+
+
 def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int = 5,
-            lr: float = 1e-3, batch: int = 64, device="cpu", show_progress: bool = False) -> dict:
-    """GWK-PQ (or plain k-means with importance "uniform") of a copy of ``model``, then
-    ``epochs`` of fine-tuning (codebooks, batch norm, biases, float layers); writes ``out`` and
-    returns the report."""
+            lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, workdir=None,
+            device="cpu", show_progress: bool = False) -> dict:
+    """The GWK chain on a copy of the float ``model``: [EWGS QAT] -> GWK-PQ (or plain k-means with
+    importance "uniform") of the (latent) weights -> ``epochs`` of fine-tuning with codes fixed
+    (codebooks, batch norm, biases, float layers, and quantiser parameters at qat.quantizer_lr);
+    writes ``out`` and returns the report.
+
+    workdir: a folder for per-epoch checkpoints (qat.pt, finetune.pt); a run started again with
+    the same arguments and workdir resumes after the last finished epoch and ends with the same
+    result as an uninterrupted run."""
+    from . import ewgs
+
     started = time.perf_counter()
     model = copy.deepcopy(model).to(device)
     xr, yr, _ = task.report_half()
     baseline = train.accuracy(model, xr, yr, device=device)
+    workdir = Path(workdir) if workdir is not None else None
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    details = {}
+    if qat is not None:
+        ewgs.quantize_model(model, qat.bits, qat.bits)
+        model.to(device)
+        with torch.no_grad():  # initialise the quantisers' bounds and scales on one batch
+            model.eval()(task.x_train[:batch].to(device))
+        for _, m in ewgs.quantized_layers(model):
+            if qat.delta is not None:
+                m.delta_w.fill_(qat.delta)
+                m.delta_a.fill_(qat.delta)
+        deltas = []
+
+        def refresh_delta(epoch, loss):
+            if qat.delta is None and (epoch + 1) % qat.delta_every == 0 and epoch + 1 < qat.epochs:
+                batches = [(task.x_train[i * batch:(i + 1) * batch], task.y_train[i * batch:(i + 1) * batch])
+                           for i in range(3)]
+                loss_fn = lambda m, b: torch.nn.functional.cross_entropy(m(b[0].to(device)), b[1].to(device))
+                model.eval()
+                deltas.append(ewgs.update_delta(model, loss_fn, batches, samples=qat.hessian_samples,
+                                                seed=config.seed + epoch))
+
+        details["qat_losses"] = train.train(
+            model, task.x_train, task.y_train, epochs=qat.epochs, lr=qat.lr, batch=batch,
+            params=_param_groups(model, qat.lr, qat.quantizer_lr), augment=task.augment, seed=config.seed,
+            device=device, show_progress=show_progress, desc=f"EWGS QAT W{qat.bits}A{qat.bits}",
+            checkpoint=workdir / "qat.pt" if workdir else None, on_epoch=refresh_delta)
+        details["accuracy_after_qat"] = train.accuracy(model, xr, yr, device=device)
+        details["deltas"] = {n: [float(m.delta_w), float(m.delta_a)] for n, m in ewgs.quantized_layers(model)}
 
     def run_backward(after_each):
         train.backward_batches(model, task.x_train, task.y_train, batches=config.calib_batches,
@@ -140,16 +213,20 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
 
     _, gwk_report = gwk_compress(model, config, run_backward)
     model.to(device)
-    before = train.accuracy(model, xr, yr, device=device)
-    losses = train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch,
-                         augment=task.augment, seed=config.seed, device=device,
-                         show_progress=show_progress, desc="codebook fine-tuning")
+    details["accuracy_before_finetune"] = train.accuracy(model, xr, yr, device=device)
+    quantizer_lr = qat.quantizer_lr if qat is not None else lr
+    details["finetune_losses"] = train.train(
+        model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch,
+        params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 1,
+        device=device, show_progress=show_progress, desc="codebook fine-tuning",
+        checkpoint=workdir / "finetune.pt" if workdir else None)
+    details["float_layers"] = gwk_report["float_layers"]
     info = model_file.save_model(out, model, arch=task.arch, meta={"method": "gwk"})
-    settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch}
+    settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch,
+                "qat": dataclasses.asdict(qat) if qat is not None else None}
     method = "kmeans" if config.importance == "uniform" else "gwk"
     report = _header(method, task, device, settings)
-    report["details"] = {"accuracy_before_finetune": before, "finetune_losses": losses,
-                         "float_layers": gwk_report["float_layers"]}
+    report["details"] = details
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)
 
 

@@ -1,5 +1,7 @@
 """Training and evaluation loops shared by the pipelines, the CLI and the demo (tensors in memory,
 mini-batches moved to the device one at a time)."""
+import os
+from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -65,22 +67,75 @@ def cifar_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def _save_atomic(state: dict, path: Path) -> None:
+    """A training checkpoint as a gwkcuda.io file (atomic, checksummed, no pickle): tensors of the
+    model and optimiser state, the rest as JSON."""
+    from . import io
+
+    tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    opt_state = {}
+    for pid, entry in state["optimizer"]["state"].items():
+        opt_state[str(pid)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                opt_state[str(pid)][key] = value
+    meta = {k: state[k] for k in ("epoch", "epochs", "losses", "schedule")}
+    meta["optimizer"] = {"param_groups": state["optimizer"]["param_groups"], "state": opt_state}
+    io.save_compressed(path, tensors, {"checkpoint": meta})
+
+
+def _load_checkpoint(path: Path, device) -> dict:
+    from . import io
+
+    tensors, meta = io.load_compressed(path)
+    if "checkpoint" not in meta:
+        raise io.CompressedFileError(f"{path}: not a training checkpoint")
+    meta = meta["checkpoint"]
+    model = {k[len("model."):]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
+    opt_state = {int(pid): dict(rest) for pid, rest in meta["optimizer"]["state"].items()}
+    for k, v in tensors.items():
+        if k.startswith("optimizer."):
+            _, pid, key = k.split(".", 2)
+            opt_state.setdefault(int(pid), {})[key] = v.to(device) if key != "step" else v
+    optimizer = {"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]}
+    return {**meta, "model": model, "optimizer": optimizer}
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 1e-3,
           batch: int = 64, weight_decay: float = 0.0, params: Optional[Iterable] = None,
           augment: Optional[Callable] = None, seed: int = 0, device="cpu",
           show_progress: bool = False, desc: str = "train",
+          checkpoint: Optional[os.PathLike] = None,
           on_epoch: Optional[Callable[[int, float], None]] = None) -> list:
     """Adam with a cosine schedule over ``epochs`` on (x, y); returns the mean loss per epoch.
 
-    params: the parameters to train (default: all of the model's). augment(batch, generator) ->
-    batch, applied on the CPU. on_epoch(epoch, mean_loss) runs after each epoch (checkpoints)."""
+    params: the parameters (or Adam parameter groups, each with its own lr) to train; default all
+    of the model's. augment(batch, generator) -> batch, on the CPU. Epoch e draws its order and
+    augmentation from a generator seeded with (seed, e), so an epoch does not depend on the ones
+    before it. checkpoint: a file written (atomically) after every epoch with the model,
+    optimiser and schedule; if it exists when training starts, training resumes after its last
+    epoch and ends exactly as an uninterrupted run. on_epoch(epoch, mean_loss) runs after each
+    epoch, before the checkpoint is written.
+    """
     params = list(model.parameters() if params is None else params)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for epoch in progress(range(epochs), show_progress, desc=desc, unit="epoch"):
+    losses, start = [], 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        state = _load_checkpoint(checkpoint, device)
+        if state["epochs"] != epochs:
+            raise ValueError(f"{checkpoint}: a checkpoint of a {state['epochs']}-epoch run, not {epochs}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        losses, start = list(state["losses"]), state["epoch"] + 1
+    for epoch in progress(range(start, epochs), show_progress, desc=desc, unit="epoch",
+                          initial=start, total=epochs):
         model.train()
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(x), generator=gen)
         total, count = 0.0, 0
         for i in range(0, len(x), batch):
@@ -98,6 +153,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
         losses.append(total / max(1, count))
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+        if checkpoint is not None:
+            _save_atomic({"epoch": epoch, "epochs": epochs, "losses": losses, "model": model.state_dict(),
+                          "optimizer": opt.state_dict(), "schedule": sched.state_dict()}, checkpoint)
     return losses
 
 

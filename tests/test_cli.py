@@ -29,7 +29,7 @@ def test_info_command_runs_self_check(tmp_path):
 def compressed(tmp_path_factory):
     """A digits CNN trained 3 epochs, compressed by each method (files and reports)."""
     folder = tmp_path_factory.mktemp("cli")
-    common = ["--model", "digits_cnn", "--data", "digits", "--train-epochs", "3", "--device", "cpu"]
+    common = ["--model", "digits_cnn", "--data", "digits", "--float-epochs", "3", "--device", "cpu"]
     files = {}
     for method, extra in (("binquant", ["--search", "100"]), ("gwk", ["--epochs", "1"]),
                           ("kmeans", ["--epochs", "1", "--d", "8"])):
@@ -137,3 +137,38 @@ def test_debug_shows_the_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gwkcuda", "inspect", str(tmp_path / "x.gwk")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and out.stderr.strip() == f"gwkcuda: error: file not found: {tmp_path / 'x.gwk'}"
+
+
+def test_gwk_chain_with_ewgs_resumes_to_the_same_file(tmp_path, monkeypatch, capsys):
+    """float training -> EWGS QAT -> GWK -> fine-tuning, killed inside QAT (3rd epoch checkpoint),
+    then --resume: the file equals an uninterrupted run's, byte for byte."""
+    from gwkcuda import train
+
+    argv = ["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--device", "cpu",
+            "--float-epochs", "2", "--bits", "4", "--qat-epochs", "2", "--delta-every", "1", "--epochs", "2",
+            "--calib-batches", "2", "--iters", "5"]
+    assert cli.main(argv + ["--out", str(tmp_path / "full.gwk")]) == 0
+
+    original = train._save_atomic
+    saved = {"n": 0}
+
+    class Killed(BaseException):
+        pass
+
+    def save_then_die(obj, path):
+        original(obj, path)
+        saved["n"] += 1
+        if saved["n"] == 3:  # float 2 epochs and QAT epoch 1 of 2 done: killed inside QAT
+            raise Killed
+
+    monkeypatch.setattr(train, "_save_atomic", save_then_die)
+    with pytest.raises(Killed):
+        cli.main(argv + ["--out", str(tmp_path / "resumed.gwk")])
+    assert not (tmp_path / "resumed.gwk").exists() and (tmp_path / "resumed.gwk.work" / "qat.pt").exists()
+    monkeypatch.setattr(train, "_save_atomic", original)
+    assert cli.main(argv + ["--out", str(tmp_path / "resumed.gwk"), "--resume"]) == 0
+    assert (tmp_path / "resumed.gwk").read_bytes() == (tmp_path / "full.gwk").read_bytes()
+    assert not (tmp_path / "resumed.gwk.work").exists()
+    fresh = model_file.load_model(tmp_path / "full.gwk")
+    from gwkcuda.ewgs import QConv2d
+    assert isinstance(fresh[3], QConv2d) and fresh[3].codebook is not None

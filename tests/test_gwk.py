@@ -107,3 +107,43 @@ def test_bad_config_is_refused():
         gwk.GWKConfig(k=0)
     with pytest.raises(ValueError, match="needs run_backward"):
         gwk.gwk_compress(build_model("digits_cnn"), gwk.GWKConfig())
+
+
+def test_ewgs_model_takes_pq_weights_and_reloads_identically(digits_model, tmp_path):
+    from gwkcuda import ewgs
+
+    model, x, y = digits_model
+    m = ewgs.quantize_model(copy.deepcopy(model), bits_w=4, bits_a=4)
+    assert isinstance(m[3], ewgs.QConv2d) and type(m[0]) is torch.nn.Conv2d  # first conv float
+    train.train(m, x[:256], y[:256], epochs=1)  # initialises the quantisers, moves the weights
+    gwk.gwk_compress(m, gwk.GWKConfig(d=4, k=16, iters=5), backward_on(m, x, y))
+    assert isinstance(m[3], ewgs.QConv2d) and m[3].codebook is not None and not hasattr(m[3], "weight")
+    train.train(m, x[:256], y[:256], epochs=1)
+    info = model_file.save_model(tmp_path / "q.gwk", m, arch=ARCH, meta={"method": "gwk"})
+    fresh = model_file.load_model(tmp_path / "q.gwk")
+    m.eval()
+    assert isinstance(fresh[3], ewgs.QConv2d) and torch.equal(fresh(x[:64]), m(x[:64]))
+    assert {r["layer"]: r["method"] for r in info["layers"]}["3"] == "pq"
+
+
+def test_resumed_training_equals_uninterrupted(digits_model, tmp_path):
+    model, x, y = digits_model
+    full = copy.deepcopy(model)
+    train.train(full, x[:256], y[:256], epochs=3, seed=5)
+    part = copy.deepcopy(model)
+    ckpt = tmp_path / "phase.pt"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_second(epoch, loss):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train.train(part, x[:256], y[:256], epochs=3, seed=5, checkpoint=ckpt, on_epoch=kill_after_second)
+    assert train._load_checkpoint(ckpt, "cpu")["epoch"] == 0  # epoch 1 died before its checkpoint
+    resumed = copy.deepcopy(model)
+    train.train(resumed, x[:256], y[:256], epochs=3, seed=5, checkpoint=ckpt)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
