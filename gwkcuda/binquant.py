@@ -6,8 +6,9 @@ mu+sigma, max of the layer's weights; half-open bins, the last closed) and every
 by its bin's value: the bin midpoint (the authors' rule) or the mean of its members. While the
 model misses its accuracy floor, the most sensitive bin is split at its middle, up to max_bins.
 Sensitivity of a bin: the accuracy after scaling only that bin's weights by (1 + p_bin)
-("perturb", one evaluation per new bin), or our first-order proxy sum |g_i * w_i| over its weights
-with g accumulated over calibration batches ("gradient", no evaluations). In gradient mode the whole split sequence up to max_bins is known
+("perturb", one evaluation per new bin), or our second-order proxy of the loss its quantisation
+costs, sum g_i^2 (w_i - q_j)^2 over its weights with g accumulated over calibration batches
+("gradient", no evaluations per bin). In gradient mode the whole split sequence up to max_bins is known
 without evaluating, so the fewest bins that meet the floor are found by bisection over it
 (about log2(max_bins) evaluations per layer instead of one per bin count).
 
@@ -165,24 +166,30 @@ def _grow_bins(v, config, accuracy_with, floor, perturbed_accuracy):
         edges = _split(edges, min(range(len(scores)), key=lambda j: scores[j]))
 
 
-def split_sequence(v: torch.Tensor, importance: torch.Tensor, max_bins: int) -> List[List[float]]:
+def split_sequence(v: torch.Tensor, fisher: torch.Tensor, max_bins: int, rule: str = "midpoint",
+                   integer: bool = False) -> List[List[float]]:
     """Gradient mode's binnings from the initial edges up to max_bins bins, each one the previous
-    with its bin of largest sum |g * w| split at the middle. Needs no evaluation."""
+    with one bin split at its middle: the bin whose quantisation costs the most loss by the
+    second-order (Fisher) estimate sum_i g_i^2 (v_i - q_j)^2 over its members. Splitting it
+    halves its width, so each step removes about 3/4 of the largest estimated cost. Needs no
+    evaluation. fisher: g^2 per element of v (in v's units: the chain rule factor of uint8 codes
+    scales every element alike and does not change the order)."""
     edges = initial_edges(v)
     sequence = [edges]
+    f = fisher.double()
     while len(edges) - 1 < max_bins:
-        idx = bin_index(v, edges)
-        scores = torch.zeros(len(edges) - 1, dtype=torch.float64).index_add_(0, idx, importance.double())
-        edges = _split(edges, int(torch.argmax(scores)))
+        q, idx, _ = quantize(v, edges, rule, integer)
+        cost = torch.zeros(len(edges) - 1, dtype=torch.float64).index_add_(0, idx, f * (v.double() - q.double()) ** 2)
+        edges = _split(edges, int(torch.argmax(cost)))
         sequence.append(edges)
     return sequence
 
 
-def _bisect_bins(v, importance, max_bins, accuracy_with, floor):
+def _bisect_bins(v, fisher, max_bins, accuracy_with, floor, rule="midpoint", integer=False):
     """Gradient mode: the split order needs no evaluations, so the fewest bins meeting the floor
     are found by bisection over the sequence (about log2(max_bins) evaluations instead of one per
     bin count), assuming accuracy grows with bins; the result always meets the floor."""
-    sequence = split_sequence(v, importance, max_bins)
+    sequence = split_sequence(v, fisher, max_bins, rule, integer)
     acc = {}
 
     def ok(i):
@@ -320,7 +327,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
                 g = model.get_submodule(name).weight.grad
                 if g is None:
                     raise ValueError(f"bin_and_quant: grad_fn left no gradient on {name}.weight")
-                parts.append((g.detach() * w).abs().reshape(-1))
+                parts.append((g.detach() ** 2).reshape(-1))
             importance[unit.names[0]] = torch.cat(parts)
         model.zero_grad(set_to_none=True)
 
@@ -353,7 +360,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
 
         if config.sensitivity == "gradient":
             chosen, chosen_acc, searched = _bisect_bins(v, importance[unit.names[0]], config.max_bins,
-                                                        accuracy_with, floor)
+                                                        accuracy_with, floor, rule, unit.is_uint8)
         else:
             def perturbed(members):
                 unit.perturb(members, config.p_bin)

@@ -126,14 +126,21 @@ def test_bad_config_is_refused():
 def test_gradient_mode_bisection_finds_fewest_bins_in_log_evaluations():
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(4000, generator=gen)
-    importance = (v * torch.rand(4000, generator=gen)).abs()
+    importance = torch.rand(4000, generator=gen) ** 2  # g^2
     sequence = binquant.split_sequence(v, importance, 16)
     assert [len(e) - 1 for e in sequence] == list(range(4, 17))
-    for a, b in zip(sequence, sequence[1:]):  # each step splits the bin of largest sum |g w|
-        idx = binquant.bin_index(v, a)
-        sums = torch.zeros(len(a) - 1, dtype=torch.float64).index_add_(0, idx, importance.double())
-        j = int(torch.argmax(sums))
+    for a, b in zip(sequence, sequence[1:]):  # each step splits the bin of largest sum g^2 (w - q)^2
+        mids = [(a[j] + a[j + 1]) / 2 for j in range(len(a) - 1)]
+        cost = [sum(float(importance[i]) * (float(v[i]) - mids[j]) ** 2
+                    for i in range(4000) if (a[j] <= v[i] < a[j + 1] or (j == len(a) - 2 and v[i] == a[-1])))
+                for j in range(len(a) - 1)]
+        j = max(range(len(cost)), key=lambda t: cost[t])
         assert b == a[: j + 1] + [(a[j] + a[j + 1]) / 2] + a[j + 1:]
+    # The most costly bin is split, not the most populous: a heavy outlier bin goes first.
+    w = torch.cat([torch.randn(1000, generator=gen) * 0.1, torch.tensor([5.0, 6.0])])
+    fisher = torch.ones_like(w)
+    first = binquant.split_sequence(w, fisher, 5)[1]
+    assert len(first) == 6 and first[-2] > 1.0
     calls = []
 
     def accuracy_with(edges):  # accuracy grows with the bins; 9 bins are the fewest meeting 0.9
