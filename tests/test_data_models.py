@@ -78,3 +78,11 @@ def test_digits_split_is_fixed_and_stratified():
     x2, _ = data.load_dataset("digits", "test")
     assert x.shape == (450, 1, 8, 8) and torch.equal(x, x2) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert torch.bincount(y).min() >= 43 and torch.bincount(y).max() <= 46  # 1,797 images in proportion
+
+
+def test_mobilenetv2_cifar_shape_and_size():
+    from gwkcuda.models import build_model
+    model = build_model("mobilenetv2", 10, 3)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert 2_200_000 < sum(p.numel() for p in model.parameters()) < 2_300_000
+    assert build_model("mobilenetv2", 7, 1)(torch.randn(1, 1, 28, 28)).shape == (1, 7)
