@@ -9,7 +9,6 @@ speed-up (baseline median / median).
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 
@@ -21,13 +20,9 @@ def machine_name(device="cpu"):
 
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    from gwkcuda.microbench import cpu_model
+
+    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def rows_from_json(path):

@@ -20,16 +20,21 @@ from .kmeans import weighted_kmeans
 KMEANS_ITERS = 10
 
 
-def machine() -> str:
-    """The CPU model (and GPU, if one is visible) and thread count, for the table's caption."""
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    return cpu
+
+
+def machine() -> str:
+    """The CPU model (and GPU, if one is visible) and thread count, for the table's caption."""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}; torch {torch.__version__}"
+    return f"{cpu_model()}, {torch.get_num_threads()} threads{gpu}; torch {torch.__version__}"
 
 
 def median_ms(fn, repeats: int = 5) -> float:
