@@ -81,6 +81,18 @@ class _Quantized:
         self.codebook = nn.Parameter(pq.codebook.clone())
         self.pq_config, self.weight_shape = pq.config, tuple(pq.shape)
 
+    def codebook_levels(self) -> torch.Tensor:
+        """The codebook as the integer levels [0, 2**bits_w) the weight quantiser maps it to: all
+        a deployed model needs, since quantisation is element-wise (Q(C)[codes] = Q(C[codes]))."""
+        w_hat = ((self.codebook.detach() - self.w_lower) / (self.w_upper - self.w_lower)).clamp(0, 1)
+        return torch.round(w_hat * (2 ** self.bits_w - 1)).to(torch.int32)
+
+    def set_codebook_levels(self, levels: torch.Tensor) -> None:
+        """A latent codebook that quantises to exactly ``levels`` (inverse of codebook_levels)."""
+        with torch.no_grad():
+            span = self.w_upper - self.w_lower
+            self.codebook.copy_(self.w_lower + levels.to(span.dtype) / (2 ** self.bits_w - 1) * span)
+
     def pq_weight(self) -> PQWeight:
         return PQWeight(self.codes, self.codebook.detach(), self.weight_shape, self.pq_config)
 

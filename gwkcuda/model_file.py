@@ -85,8 +85,12 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
     for name, m in pq_modules.items():
         pq_tensors, pq_meta = m.pq_weight().to_tensors(prefix=name + ".")
         tensors.update({k: v.float() if v.is_floating_point() else v for k, v in pq_tensors.items()})
-        layers[name + ".weight"] = {"kind": "pq", **pq_meta,
-                                    "module": type(m).__name__, "numel": math.prod(m.weight_shape)}
+        info = {"kind": "pq", **pq_meta, "module": type(m).__name__, "numel": math.prod(m.weight_shape)}
+        if hasattr(m, "codebook_levels"):  # EWGS: the codebook at the weight quantiser's bit width
+            tensors[name + ".codebook"] = ops.pack_bits(m.codebook_levels().reshape(-1), m.bits_w)
+            info["codebook_levels_bits"] = m.bits_w
+            info["codebook_shape"] = list(m.codebook.shape)
+        layers[name + ".weight"] = info
     for name, t in model.state_dict().items():
         module = name.rsplit(".", 1)[0]
         if module in pq_modules and name.endswith((".codes", ".codebook")):
@@ -155,11 +159,20 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
         others = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                   and n not in q["layers"]]
         quantize_model(model, q["bits_w"], q["bits_a"], keep_float=others)
-    state, skip = {}, set()
+    state, skip, levels = {}, set(), {}
     for name, info in meta["layers"].items():
         module_name = name.rsplit(".", 1)[0]
         if info["kind"] == "pq":
-            pq = PQWeight.from_tensors(tensors, info, prefix=module_name + ".")
+            levels_bits = info.get("codebook_levels_bits")
+            if levels_bits is not None:  # set from the levels once the quantiser bounds are loaded
+                shape = info["codebook_shape"]
+                stored = {module_name + ".codes": tensors[module_name + ".codes"],
+                          module_name + ".codebook": torch.zeros(shape)}
+                levels[module_name] = ops.unpack_bits(tensors[module_name + ".codebook"], levels_bits,
+                                                      math.prod(shape)).reshape(shape)
+                pq = PQWeight.from_tensors(stored, info, prefix=module_name + ".")
+            else:
+                pq = PQWeight.from_tensors(tensors, info, prefix=module_name + ".")
             target = model.get_submodule(module_name)
             if hasattr(target, "use_pq"):
                 target.use_pq(pq)
@@ -185,6 +198,8 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
         raise io.CompressedFileError(f"{path}: does not fit {type(model).__name__}: missing "
                                      f"{missing[:5]}, unexpected {unexpected[:5]}")
     model.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()}, strict=False)
+    for module_name, lv in levels.items():
+        model.get_submodule(module_name).set_codebook_levels(lv)
     return model.eval()
 
 

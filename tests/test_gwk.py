@@ -123,7 +123,10 @@ def test_ewgs_model_takes_pq_weights_and_reloads_identically(digits_model, tmp_p
     fresh = model_file.load_model(tmp_path / "q.gwk")
     m.eval()
     assert isinstance(fresh[3], ewgs.QConv2d) and torch.equal(fresh(x[:64]), m(x[:64]))
-    assert {r["layer"]: r["method"] for r in info["layers"]}["3"] == "pq"
+    rows = {r["layer"]: r for r in info["layers"]}
+    assert rows["3"]["method"] == "pq"
+    assert rows["3"]["codebook_bytes"] == 16 * 4 * 4 // 8  # k * d levels at the 4 weight bits
+    assert torch.equal(fresh[3].codebook_levels(), m[3].codebook_levels())
 
 
 def test_resumed_training_equals_uninterrupted(digits_model, tmp_path):
