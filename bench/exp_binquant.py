@@ -93,7 +93,7 @@ def main():
     tag = ("-shared" if args.share == "kind" else "") + ("-uint8" if args.uint8 else "")
     out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}{tag}.gwk"
     sizes = save_binquant(out, result)
-    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "share": args.share, "criterion": args.criterion,
+    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "max_drop": args.max_drop, "share": args.share, "criterion": args.criterion,
            "uint8": args.uint8, "float_report_acc": float_report, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
