@@ -28,11 +28,7 @@ import torch
 from torch import nn
 
 from . import model_file
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
+from .progress import progress
 
 
 @dataclass
@@ -335,7 +331,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
     total_weights = sum(u.numel for u in units)
     done_weights = 0
     results = []
-    bar = tqdm(total=len(units), desc="bin & quant", disable=not config.progress) if tqdm else None
+    bar = progress(None, config.progress, total=len(units), desc="bin & quant", unit="layer")
     for unit in units:
         spent = counter["n"]
         rule = config.values
@@ -355,6 +351,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         floor = baseline - config.max_drop / 100 * done_weights / total_weights
 
         def accuracy_with(edges):
+            bar.set_postfix(layer=unit.names[0], bins=len(edges) - 1, evaluations=counter["n"])
             unit.set_values(quantize(v, edges, rule, integer=unit.is_uint8)[0])
             return evaluate()
 
@@ -377,11 +374,9 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         shapes = [list(w.shape) for w in unit.weights]
         results.append(LayerResult(unit.names[0], shapes[0], chosen, values, chosen_acc, layer_sensitivity,
                                    counter["n"] - spent, searched, members=unit.names, shapes=shapes))
-        if bar is not None:
-            bar.set_postfix(layer=unit.names[0], bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.set_postfix(layer=unit.names[0], bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
+        bar.update(1)
+    bar.close()
     final = results[-1].accuracy
     result = BinQuantResult(model, results, counter["n"], baseline, final, time.perf_counter() - start)
     result.uint8 = {n: uint8[n] for r in results if r.edges is not None for n in r.members if n in uint8}

@@ -106,7 +106,7 @@ def accumulate_importance(model: nn.Module, names, run_backward: Callable[[Calla
 
 def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                  importance: Optional[Dict[str, torch.Tensor]] = None, *, beta: Optional[float] = None,
-                 iters: int = 25, seed: int = 0) -> Dict[str, PQWeight]:
+                 iters: int = 25, seed: int = 0, show_progress: bool = False) -> Dict[str, PQWeight]:
     """Product-quantises every weight of ``plan`` with (gradient-)weighted k-means, the layers that
     share (d, k) in one batched call (padded with zero-weight points).
 
@@ -133,7 +133,8 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                     s = 1 + beta * s / s.mean().clamp_min(torch.finfo(s.dtype).tiny)
                 ws.append(s)
         x, w, lengths = stack_problems(xs, ws)
-        result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths)
+        result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
+                                 show_progress=show_progress)
         for b, n in enumerate(names):
             weight = weights[n]
             rows = weight.shape[0]
@@ -161,7 +162,8 @@ def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
 
 
 def gwk_compress(model: nn.Module, config: GWKConfig,
-                 run_backward: Optional[Callable[[Callable[[], None]], None]] = None):
+                 run_backward: Optional[Callable[[Callable[[], None]], None]] = None,
+                 show_progress: bool = False):
     """Importances (unless uniform), batched GWK clustering and the swap to PQ layers, in place.
 
     run_backward: see :func:`accumulate_importance` (not needed for importance "uniform").
@@ -176,7 +178,8 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
             raise ValueError("gwk_compress: importance from gradients needs run_backward")
         importance = accumulate_importance(model, plan, run_backward, config.importance)
     weights = {n: model.get_submodule(n).weight for n in plan}
-    pq = gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed)
+    pq = gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed,
+                      show_progress=show_progress)
     replace_with_pq(model, pq)
     report = {"layers": [{"name": n, "shape": list(p.shape), "d": p.config.d, "k": p.config.k,
                           "bits_per_weight": p.bits_per_weight["indices"]} for n, p in pq.items()],

@@ -23,6 +23,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import torch
 
 from . import ops
+from .progress import progress
 
 SPLIT_SCALE = 1e-4
 
@@ -74,7 +75,8 @@ def stack_problems(xs: Sequence[torch.Tensor], weights: Optional[Sequence[torch.
 def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int,
                     iters: int = 50, tol: float = 1e-4,
                     init: Union[str, torch.Tensor] = "kmeans++", seed: int = 0,
-                    lengths: Optional[Union[torch.Tensor, Sequence[int]]] = None) -> KMeansResult:
+                    lengths: Optional[Union[torch.Tensor, Sequence[int]]] = None,
+                    show_progress: bool = False) -> KMeansResult:
     """Weighted k-means (Lloyd) of one problem or a batch of B problems.
 
     Args:
@@ -89,6 +91,7 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
         init: "kmeans++" (weighted k-means++ seeding) or initial centroids [k, d] / [B, k, d].
         seed: seeds k-means++ and the empty-cluster rule.
         lengths: per-problem lengths [B] when problems are padded (see :func:`stack_problems`).
+        show_progress: a progress bar over the Lloyd iterations.
     Returns:
         KMeansResult(centroids, labels, inertia, n_iter); batch dimension as in x.
     """
@@ -122,7 +125,7 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     scale = torch.where(variance > 0, variance.sqrt(), torch.ones_like(variance)).cpu()
     labels = torch.empty(B, N, dtype=torch.int64, device=x.device)  # reused by every iteration
     n_iter = 0
-    for it in range(iters):
+    for it in progress(range(iters), show_progress, desc=f"k-means ({B} x {N} x {d}, k={k})", unit="it", leave=False):
         new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, centroids, labels_out=labels)
         _split_empty_clusters(new, cluster_weight, scale, seed, it)
         shift = ((new - centroids) ** 2).sum((1, 2))

@@ -211,7 +211,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         train.backward_batches(model, task.x_train, task.y_train, batches=config.calib_batches,
                                batch=batch, device=device, after_each=after_each, seed=config.seed)
 
-    _, gwk_report = gwk_compress(model, config, run_backward)
+    _, gwk_report = gwk_compress(model, config, run_backward, show_progress=show_progress)
     model.to(device)
     details["accuracy_before_finetune"] = train.accuracy(model, xr, yr, device=device)
     quantizer_lr = qat.quantizer_lr if qat is not None else lr

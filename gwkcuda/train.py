@@ -8,16 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
-
-
-def progress(iterable, enabled: bool, **kwargs):
-    """tqdm over ``iterable`` when enabled and tqdm is installed, else the iterable itself."""
-    return tqdm(iterable, **kwargs) if enabled and tqdm is not None else iterable
-
+from .progress import progress
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500,
              device="cpu") -> float:
