@@ -15,7 +15,7 @@ def row(d):
     return [d["model"], d["mode"], d["values"], d["max_bins"], d.get("criterion", "accuracy"),
             d.get("max_drop", 1.0), f"{d['search_images']} / {d['report_images']}", d["evaluations"],
             f"{d['seconds']:.0f}", f"{compressed}/{len(bins)} compressed: " + ", ".join(str(b) for b in bins.values()),
-            f"{d['indices_only']:.1f}x", f"{d['all_inclusive']:.2f}x",
+            "-" if d["indices_only"] is None else f"{d['indices_only']:.1f}x", f"{d['all_inclusive']:.2f}x",
             f"{100 * d['report_acc_before']:.2f} -> {100 * d['report_acc_after']:.2f}"]
 
 

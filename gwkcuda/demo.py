@@ -20,9 +20,9 @@ from .binquant import BinQuantConfig
 from .gwk import GWKConfig
 from .microbench import machine
 
-DIGITS = {"model": "digits_cnn", "data": "digits", "train_epochs": 20, "finetune_epochs": 5,
+DIGITS = {"model": "digits_cnn", "data": "digits", "train_epochs": 20, "finetune_epochs": 5, "seeds": 3,
           "search": 225, "binquant": ("gradient", "perturb"), "pq": ((4, 16), (8, 16), (8, 4))}
-CIFAR = {"model": "resnet20", "data": "cifar10", "train_epochs": 0, "finetune_epochs": 1,
+CIFAR = {"model": "resnet20", "data": "cifar10", "train_epochs": 0, "finetune_epochs": 1, "seeds": 1,
          "finetune_images": 10000,
          "search": 1000, "binquant": ("gradient",), "pq": ((9, 64),)}
 
@@ -60,11 +60,12 @@ def run(out, *, data_root=None, device="cpu", seed=0, progress=False, log=print)
         for importance in ("abs", "uniform"):
             method = "gwk" if importance == "abs" else "kmeans"
             log(f"{'GWK-PQ' if method == 'gwk' else 'plain k-means PQ'} d={d} k={k}, "
-                f"{spec['finetune_epochs']} fine-tuning epochs")
-            config = GWKConfig(d=d, k=k, importance=importance, seed=seed)
-            runs.append(pipelines.run_gwk(model, ft_task, out / f"{method}-d{d}-k{k}.gwk", config,
-                                          epochs=spec["finetune_epochs"], device=device,
-                                          show_progress=progress))
+                f"{spec['finetune_epochs']} fine-tuning epochs, {spec['seeds']} seed(s)")
+            for s in range(seed, seed + spec["seeds"]):  # seeds: clustering and fine-tuning order
+                config = GWKConfig(d=d, k=k, importance=importance, seed=s)
+                runs.append(pipelines.run_gwk(model, ft_task, out / f"{method}-d{d}-k{k}-seed{s}.gwk", config,
+                                              epochs=spec["finetune_epochs"], device=device,
+                                              show_progress=progress))
     baseline = runs[0]["baseline_accuracy"]
     report = {"gwkcuda_version": __version__, "demo": spec["data"], "model": spec["model"],
               "device": str(device), "machine": machine(), "evaluated_on": runs[0]["evaluated_on"],
@@ -80,16 +81,21 @@ def run(out, *, data_root=None, device="cpu", seed=0, progress=False, log=print)
 
 
 def table_rows(report):
-    for r in report["runs"]:
-        setting = plots._setting(r)
+    """One row per (method, setting): accuracy as mean and spread (min-max) over its seeds."""
+    for group in plots.group_runs(report["runs"]):
+        r = group[0]
+        acc = [100 * g["accuracy"] for g in group]
+        mean = sum(acc) / len(acc)
+        spread = f" ({min(acc):.2f}-{max(acc):.2f})" if len(acc) > 1 else ""
         b, ra = r["bits_per_weight"], r["ratios"]
-        yield [r["method"], setting, f"{100 * r['accuracy']:.2f}", f"{r['accuracy_drop_points']:+.2f}",
-               f"{b['indices']:.3f}", f"{b['all_inclusive']:.3f}", f"{ra['indices_only']:.1f}x",
-               f"{ra['with_codebooks']:.1f}x", f"{ra['all_inclusive']:.1f}x", f"{r['seconds']:.1f}"]
+        yield [r["method"], plots._setting(r), len(group), f"{mean:.2f}{spread}",
+               f"{100 * r['baseline_accuracy'] - mean:+.2f}", f"{b['indices']:.3f}", f"{b['all_inclusive']:.3f}",
+               f"{ra['indices_only']:.1f}x", f"{ra['with_codebooks']:.1f}x", f"{ra['all_inclusive']:.1f}x",
+               f"{sum(g['seconds'] for g in group) / len(group):.1f}"]
 
 
-TABLE_HEADERS = ["method", "setting", "accuracy %", "drop (points)", "bits/w idx", "bits/w all",
-                 "(a) idx", "(b) idx+cb", "(c) all", "time s"]
+TABLE_HEADERS = ["method", "setting", "seeds", "accuracy % (min-max)", "drop (points)", "bits/w idx",
+                 "bits/w all", "(a) idx", "(b) idx+cb", "(c) all", "time s"]
 
 
 def main(args, progress=False) -> int:

@@ -84,6 +84,16 @@ def save_compressed(path, tensors: dict, meta: dict) -> None:
     _atomic_write(os.fspath(path), payload)
 
 
+def _file_mode(path: str) -> int:
+    """The mode of the file being replaced, else what a plain open() would give (0666 & ~umask)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _atomic_write(path: str, payload: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
@@ -92,6 +102,7 @@ def _atomic_write(path: str, payload: bytes) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; a saved model is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         # Interrupted (error, KeyboardInterrupt): drop the partial file, keep any old one.

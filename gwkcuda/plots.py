@@ -7,6 +7,14 @@ METHOD_STYLE = {"binquant": ("tab:orange", "s", "Bin & Quant (no retraining)"),
                 "kmeans": ("tab:gray", "^", "plain k-means PQ")}
 
 
+def group_runs(runs):
+    """Runs grouped by (method, setting), in first-seen order (seeds of one setting together)."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["method"], _setting(r)), []).append(r)
+    return list(groups.values())
+
+
 def plot_runs(runs, baseline: float, path, title: str) -> None:
     """Two panels, written atomically to ``path``: accuracy (%) against all-inclusive compression
     (x, log scale) for each method, with the float model as a dashed line; and the stored bits per
@@ -24,14 +32,21 @@ def plot_runs(runs, baseline: float, path, title: str) -> None:
         by_method.setdefault(r["method"], []).append(r)
     for method, rs in by_method.items():
         color, marker, label = METHOD_STYLE.get(method, ("black", "x", method))
-        rs = sorted(rs, key=lambda r: r["ratios"]["all_inclusive"])
-        left.plot([r["ratios"]["all_inclusive"] for r in rs], [100 * r["accuracy"] for r in rs],
-                  marker=marker, color=color, label=label, linewidth=1.5, markersize=7)
-        labels = {}  # runs landing on the same point share one label
-        for r in rs:
-            labels.setdefault((r["ratios"]["all_inclusive"], 100 * r["accuracy"]), []).append(_setting(r))
+        groups = sorted(group_runs(rs), key=lambda g: g[0]["ratios"]["all_inclusive"])
+        xs = [g[0]["ratios"]["all_inclusive"] for g in groups]
+        accs = [[100 * r["accuracy"] for r in g] for g in groups]
+        means = [sum(a) / len(a) for a in accs]
+        errors = [[m - min(a) for m, a in zip(means, accs)], [max(a) - m for m, a in zip(means, accs)]]
+        seeds = max(len(a) for a in accs)
+        left.errorbar(xs, means, yerr=errors if seeds > 1 else None, marker=marker, color=color,
+                      label=label + (f" (mean, min-max of {seeds} seeds)" if seeds > 1 else ""),
+                      linewidth=1.5, markersize=7, capsize=3)
+        labels = {}  # settings landing on the same point share one label
+        for g, m in zip(groups, means):
+            labels.setdefault((g[0]["ratios"]["all_inclusive"], m), []).append(_setting(g[0]))
         for point, texts in labels.items():
-            left.annotate(", ".join(texts), point, textcoords="offset points", xytext=(4, 4),
+            below = method == "binquant"  # keeps its label clear of the PQ labels above
+            left.annotate("; ".join(texts), point, textcoords="offset points", xytext=(4, -12 if below else 4),
                           fontsize=7, color=color)
     left.axhline(100 * baseline, color="black", linestyle="--", linewidth=1,
                  label=f"float model ({100 * baseline:.1f}%)")
@@ -48,7 +63,8 @@ def plot_runs(runs, baseline: float, path, title: str) -> None:
     left.legend(loc="lower left", fontsize=8)
 
     layers = [l["layer"] for l in runs[0]["layers"] if l["bits_per_weight"] is not None]
-    picks = [max(rs, key=lambda r: r["ratios"]["all_inclusive"]) for rs in by_method.values()]
+    picks = [max(rs, key=lambda r: (r["ratios"]["all_inclusive"], -r["settings"].get("seed", 0)))
+             for rs in by_method.values()]
     width = 0.8 / max(1, len(picks))
     for i, r in enumerate(picks):
         color, _, label = METHOD_STYLE.get(r["method"], ("black", "x", r["method"]))

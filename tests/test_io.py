@@ -132,3 +132,15 @@ def test_no_pickle_in_the_package():
     offenders = [p.name for p in root.rglob("*.py")
                  if "import pickle" in p.read_text() or "torch.save(" in p.read_text()]
     assert offenders == []
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_compressed(tmp_path / "m.gwk", {"w": torch.zeros(3)}, {})
+        assert (tmp_path / "m.gwk").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "m.gwk", 0o600)
+        save_compressed(tmp_path / "m.gwk", {"w": torch.ones(3)}, {})  # a replaced file keeps its mode
+        assert (tmp_path / "m.gwk").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
