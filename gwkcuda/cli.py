@@ -78,6 +78,30 @@ def format_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
+def _count(low: int):
+    """argparse type: an int >= low, refused with what was expected and what was given."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _positive(text):
+    """argparse type: a float > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
 def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -125,6 +149,10 @@ def cmd_compress(args) -> int:
         importance = "uniform" if args.method == "kmeans" else args.importance
         config = GWKConfig(d=args.d, k=args.k, importance=importance, beta=args.beta,
                            calib_batches=args.calib_batches, iters=args.iters, seed=args.seed)
+    qat = None  # every knob is checked before any training starts
+    if args.method != "binquant" and args.bits is not None:
+        qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
+                                  delta=args.delta, delta_every=args.delta_every)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
     workdir = Path(args.workdir or f"{out}.work")
     checkpoints = [workdir / n for n in ("float.pt", "qat.pt", "finetune.pt")]
@@ -141,10 +169,6 @@ def cmd_compress(args) -> int:
         report = pipelines.run_binquant(model, task, out, config, search=args.search,
                                         criterion=args.criterion, device=device)
     else:
-        qat = None
-        if args.bits is not None:
-            qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
-                                      delta=args.delta, delta_every=args.delta_every)
         report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr, qat=qat,
                                    workdir=workdir, device=device, show_progress=progress)
     for c in checkpoints:  # finished: the checkpoints have served
@@ -259,18 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="compressed file (default: MODEL-METHOD.gwk)")
     p.add_argument("--report", default=None, help="JSON report file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--float-epochs", type=int, default=None,
+    p.add_argument("--float-epochs", type=_count(0), default=None,
                    help="float training from scratch (default 20), or fine-tuning of --checkpoint (default 0)")
-    p.add_argument("--float-lr", type=float, default=None, help="default 2e-3 from scratch, 5e-4 fine-tuning")
+    p.add_argument("--float-lr", type=_positive, default=None, help="default 2e-3 from scratch, 5e-4 fine-tuning")
     p.add_argument("--workdir", default=None, help="per-epoch checkpoints (default: OUT.work)")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run from its last finished epoch (same arguments)")
     g = p.add_argument_group("Bin & Quant")
     g.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the search may lose")
-    g.add_argument("--max-bins", type=int, default=16)
+    g.add_argument("--max-bins", type=_count(2), default=16)
     g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"))
     g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"))
-    g.add_argument("--search", type=int, default=1000, help="search images (first half of the test split)")
+    g.add_argument("--search", type=_count(1), default=1000, help="search images (first half of the test split)")
     g.add_argument("--criterion", default="accuracy", choices=("accuracy", "agreement"),
                    help="search on accuracy, or on agreement with the float model's predictions")
     g.add_argument("--share", default="none", choices=("none", "kind"),
@@ -280,17 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k", type=int, default=16, help="codewords per layer")
     g.add_argument("--importance", default="abs", choices=("abs", "square"))
     g.add_argument("--beta", type=float, default=None)
-    g.add_argument("--calib-batches", type=int, default=16)
-    g.add_argument("--iters", type=int, default=25)
-    g.add_argument("--epochs", type=int, default=5, help="codebook fine-tuning epochs")
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--bits", type=int, default=None,
+    g.add_argument("--calib-batches", type=_count(1), default=16)
+    g.add_argument("--iters", type=_count(0), default=25)
+    g.add_argument("--epochs", type=_count(0), default=5, help="codebook fine-tuning epochs")
+    g.add_argument("--lr", type=_positive, default=1e-3)
+    g.add_argument("--bits", type=_count(1), default=None,
                    help="EWGS quantisation-aware training of weights and activations at this many bits first")
-    g.add_argument("--qat-epochs", type=int, default=2)
-    g.add_argument("--quantizer-lr", type=float, default=1e-5)
+    g.add_argument("--qat-epochs", type=_count(0), default=2)
+    g.add_argument("--quantizer-lr", type=_positive, default=1e-5)
     g.add_argument("--delta", type=float, default=None,
                    help="fixed EWGS delta (default: Hessian estimate after every --delta-every epochs)")
-    g.add_argument("--delta-every", type=int, default=1)
+    g.add_argument("--delta-every", type=_count(1), default=1)
     _add_common(p)
     p.set_defaults(func=cmd_compress)
 

@@ -145,6 +145,12 @@ class QATConfig:
     delta_every: int = 1
     hessian_samples: int = 10
 
+    def __post_init__(self):
+        if not (isinstance(self.bits, int) and 1 <= self.bits <= 16):
+            raise ValueError(f"QATConfig: expected bits in 1..16, got {self.bits!r}")
+        if self.delta is not None and not self.delta >= 0:
+            raise ValueError(f"QATConfig: expected delta >= 0 or None, got {self.delta!r}")
+
 
 def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
     """Adam groups: EWGS quantiser parameters at quantizer_lr, everything else at lr."""
