@@ -54,6 +54,8 @@ def main():
                     help="skip the +-p layer sensitivity (two evaluations per layer)")
     ap.add_argument("--share", choices=["none", "kind"], default="none",
                     help="one set of bins per layer kind (Conv2d, Linear) instead of per layer")
+    ap.add_argument("--allocation", choices=["layer", "global"], default="layer",
+                    help="bins layer by layer (the authors' greedy) or one global split order (gradient mode)")
     ap.add_argument("--uint8", action="store_true",
                     help="first make the model a uint8 model (per-tensor affine) and bin its codes")
     ap.add_argument("--criterion", choices=["accuracy", "agreement"], default="accuracy",
@@ -86,14 +88,15 @@ def main():
 
     config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins, sensitivity=args.mode,
                             values=args.values, layer_sensitivity=not args.no_layer_sensitivity,
-                            share=args.share, progress=sys.stderr.isatty())
+                            share=args.share, allocation=args.allocation, progress=sys.stderr.isatty())
     score = search_score(model, xs, ys, args.criterion)
     result = bin_and_quant(model, score, config, grad_fn=grad_fn, uint8=codes)
     report_after = accuracy(model, xr, yr)
-    tag = ("-shared" if args.share == "kind" else "") + ("-uint8" if args.uint8 else "")
+    tag = ("-shared" if args.share == "kind" else "") + ("-uint8" if args.uint8 else "") + \
+        ("-global" if args.allocation == "global" else "")
     out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}{tag}.gwk"
     sizes = save_binquant(out, result)
-    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "max_drop": args.max_drop, "share": args.share, "criterion": args.criterion,
+    row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "max_drop": args.max_drop, "share": args.share, "allocation": args.allocation, "criterion": args.criterion,
            "uint8": args.uint8, "float_report_acc": float_report, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,

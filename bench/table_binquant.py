@@ -5,14 +5,14 @@
 import json
 import sys
 
-COLUMNS = ("model", "sensitivity", "values", "max bins", "criterion", "max drop", "search / report images",
+COLUMNS = ("model", "sensitivity", "allocation", "values", "max bins", "criterion", "max drop", "search / report images",
            "evaluations", "seconds", "bins per layer", "indices only", "all-inclusive", "accuracy on report images, %")
 
 
 def row(d):
     bins = d["bins"]
     compressed = sum(1 for b in bins.values() if b)
-    return [d["model"], d["mode"], d["values"], d["max_bins"], d.get("criterion", "accuracy"),
+    return [d["model"], d["mode"], d.get("allocation", "layer"), d["values"], d["max_bins"], d.get("criterion", "accuracy"),
             d.get("max_drop", 1.0), f"{d['search_images']} / {d['report_images']}", d["evaluations"],
             f"{d['seconds']:.0f}", f"{compressed}/{len(bins)} compressed: " + ", ".join(str(b) for b in bins.values()),
             "-" if d["indices_only"] is None else f"{d['indices_only']:.1f}x", f"{d['all_inclusive']:.2f}x",

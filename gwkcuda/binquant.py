@@ -38,7 +38,10 @@ class BinQuantConfig:
     sensitivity: "perturb" or "gradient"; values: "midpoint" or "mean"; min_weights: smaller
     layers stay uncompressed; layer_sensitivity: measure (and report) each layer's S_l, two
     evaluations per layer; share: "none" (bins per layer) or "kind" (one set of bins and values
-    shared by all layers of one kind, searched and stored once, as the ICASSP paper allows)."""
+    shared by all layers of one kind, searched and stored once, as the ICASSP paper allows);
+    allocation: "layer" (the authors' greedy, layer by layer, each with its share of the budget)
+    or "global" (gradient mode: one split order across all layers by estimated loss cost per
+    weight, and one bisection over it with every layer quantised, against the whole budget)."""
     max_drop: float = 1.0
     max_bins: int = 16
     p_layer: float = 0.03
@@ -48,6 +51,7 @@ class BinQuantConfig:
     min_weights: int = 1024
     layer_sensitivity: bool = True
     share: str = "none"
+    allocation: str = "layer"
     progress: bool = False
 
     def __post_init__(self):
@@ -57,6 +61,11 @@ class BinQuantConfig:
             raise ValueError(f"BinQuantConfig: expected values 'midpoint' or 'mean', got {self.values!r}")
         if not 2 <= self.max_bins <= 2**16:
             raise ValueError(f"BinQuantConfig: expected max_bins in 2..65536, got {self.max_bins}")
+        if self.allocation not in ("layer", "global"):
+            raise ValueError(f"BinQuantConfig: expected allocation 'layer' or 'global', got {self.allocation!r}")
+        if self.allocation == "global" and self.sensitivity != "gradient":
+            raise ValueError("BinQuantConfig: allocation 'global' needs sensitivity 'gradient' (its split "
+                             "order comes from gradients, without evaluations)")
         if self.share not in ("none", "kind"):
             raise ValueError(f"BinQuantConfig: expected share 'none' or 'kind', got {self.share!r}")
         if self.max_drop < 0:
@@ -328,6 +337,14 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         model.zero_grad(set_to_none=True)
 
     baseline = evaluate()
+    if config.allocation == "global":
+        try:
+            results = _global_allocation(units, importance, config, evaluate,
+                                         baseline - config.max_drop / 100, counter)
+            return _result(model, results, counter, baseline, start, uint8)
+        except _GlobalMiss:
+            for unit in units:
+                unit.restore()
     total_weights = sum(u.numel for u in units)
     done_weights = 0
     results = []
@@ -377,6 +394,10 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         bar.set_postfix(layer=unit.names[0], bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
         bar.update(1)
     bar.close()
+    return _result(model, results, counter, baseline, start, uint8)
+
+
+def _result(model, results, counter, baseline, start, uint8) -> BinQuantResult:
     final = results[-1].accuracy
     result = BinQuantResult(model, results, counter["n"], baseline, final, time.perf_counter() - start)
     result.uint8 = {n: uint8[n] for r in results if r.edges is not None for n in r.members if n in uint8}
@@ -389,6 +410,99 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
                     "accuracy": r.accuracy, "sensitivity": r.sensitivity, "evaluations": r.evaluations}
                    for r in results]}
     return result
+
+
+def global_split_order(units, fishers, rule: str, max_bins: int):
+    """The splits of the global allocation, in order: (unit index, bin's lower edge, upper edge).
+
+    Every unit starts from its initial edges; each step splits, across all units, the bin with
+    the largest estimated loss cost per weight, sum_i g_i^2 (v_i - q)^2 / n over its n members
+    (the cost removed per bit of index spent, to first order), up to max_bins per unit."""
+    import heapq
+
+    heap, edges, order = [], [], []
+    sorted_units = []
+    for u, (unit, fisher) in enumerate(zip(units, fishers)):
+        vs, perm = torch.sort(unit.v.double())
+        fs = fisher.double()[perm]
+        sorted_units.append((vs, fs))
+        edges.append(initial_edges(unit.v))
+
+    def push(u, lo, hi, last):
+        vs, fs = sorted_units[u]
+        a = int(torch.searchsorted(vs, lo, right=False))
+        b = int(torch.searchsorted(vs, hi, right=last))
+        if b <= a:
+            return
+        members = vs[a:b]
+        q = (lo + hi) / 2 if rule == "midpoint" else float(members.mean())
+        if units[u].is_uint8:
+            q = min(max(round(q), 0), 255)
+        cost = float((fs[a:b] * (members - q) ** 2).sum()) / (b - a)
+        heapq.heappush(heap, (-cost, u, lo, hi, last))
+
+    for u, e in enumerate(edges):
+        for j in range(len(e) - 1):
+            push(u, e[j], e[j + 1], j == len(e) - 2)
+    while heap:
+        _, u, lo, hi, last = heapq.heappop(heap)
+        if len(edges[u]) - 1 >= max_bins:
+            continue
+        mid = (lo + hi) / 2
+        edges[u].insert(edges[u].index(hi), mid)
+        order.append((u, lo, hi))
+        push(u, lo, mid, False)
+        push(u, mid, hi, last)
+    return order
+
+
+def _global_allocation(units, importance, config, evaluate, floor, counter):
+    """allocation="global": bisection over the global split order for the fewest splits whose
+    model (every unit quantised) meets the floor; the finest state is tried first, and if even it
+    misses the floor, the layer-by-layer search runs instead."""
+    rule = config.values
+    fishers = [importance[u.names[0]] for u in units]
+    order = global_split_order(units, fishers, rule, config.max_bins)
+
+    def state(t):
+        edges = [initial_edges(u.v) for u in units]
+        for u, lo, hi in order[:t]:
+            e = edges[u]
+            e.insert(e.index(hi), (lo + hi) / 2)
+        return edges
+
+    acc = {}
+
+    def ok(t):
+        if t not in acc:
+            for unit, e in zip(units, state(t)):
+                unit.set_values(quantize(unit.v, e, rule, integer=unit.is_uint8)[0])
+            acc[t] = evaluate()
+        return acc[t] >= floor
+
+    if not ok(len(order)):
+        raise _GlobalMiss()
+    lo, hi = -1, len(order)  # ok(hi); lo: not known ok (t = -1 stands for "below the start")
+    if ok(0):
+        hi = 0
+    else:
+        lo = 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    final = state(hi)
+    results = []
+    for i, (unit, e) in enumerate(zip(units, final)):
+        q, _, values = quantize(unit.v, e, rule, integer=unit.is_uint8)
+        unit.set_values(q)
+        shapes = [list(w.shape) for w in unit.weights]
+        results.append(LayerResult(unit.names[0], shapes[0], list(e), values.tolist(), acc[hi], None,
+                                   counter["n"] if i == 0 else 0, list(e), members=unit.names, shapes=shapes))
+    return results
+
+
+class _GlobalMiss(Exception):
+    """The finest global state misses the floor."""
 
 
 def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None) -> dict:

@@ -144,6 +144,7 @@ def cmd_compress(args) -> int:
     if args.method == "binquant":
         config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins,
                                 sensitivity=args.sensitivity, values=args.values, share=args.share,
+                                allocation=args.allocation,
                                 progress=progress)
     else:
         importance = "uniform" if args.method == "kmeans" else args.importance
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--search", type=_count(1), default=1000, help="search images (first half of the test split)")
     g.add_argument("--criterion", default="accuracy", choices=("accuracy", "agreement"),
                    help="search on accuracy, or on agreement with the float model's predictions")
+    g.add_argument("--allocation", default="layer", choices=("layer", "global"),
+                   help="bins layer by layer, or one global split order (gradient sensitivity)")
     g.add_argument("--share", default="none", choices=("none", "kind"),
                    help="one set of bins per layer kind instead of per layer")
     g = p.add_argument_group("GWK / k-means")

@@ -1,4 +1,6 @@
 """Bin & Quant mechanics on hand-made tensors and a small trained model."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -206,3 +208,31 @@ def test_agreement_criterion_counts_every_changed_prediction():
     assert score(other) == pytest.approx(float((reference == 0).float().mean()))
     with pytest.raises(ValueError, match="expected criterion"):
         search_score(model, x, y, "loss")
+
+
+def test_global_allocation_meets_the_budget_in_few_evaluations():
+    model, x, y = trained_toy(256, 128)
+    base = accuracy(model, x, y)
+    grad_fn = lambda m: nn.functional.cross_entropy(m(x[:500]), y[:500]).backward()
+    config = BinQuantConfig(max_drop=1.0, max_bins=64, sensitivity="gradient", allocation="global",
+                            min_weights=100, layer_sensitivity=False)
+    result = bin_and_quant(model, lambda m: accuracy(m, x, y), config, grad_fn=grad_fn)
+    assert all(r.edges is not None for r in result.layers)  # every layer compressed
+    assert accuracy(model, x, y) >= base - 0.01 - 1e-9
+    total_splits = sum(r.bins - 4 for r in result.layers)
+    assert result.evaluations <= 1 + 2 + math.ceil(math.log2(2 * 60 + 1)) + 1
+    for r in result.layers:
+        distinct = torch.unique(model.get_submodule(r.name).weight.detach()).numel()
+        assert distinct <= r.bins <= 64
+    assert total_splits >= 0
+    with pytest.raises(ValueError, match="allocation 'global' needs sensitivity 'gradient'"):
+        BinQuantConfig(allocation="global", sensitivity="perturb")
+
+
+def test_global_split_order_prefers_costly_bins_per_weight():
+    unit_a = binquant._Unit([("a", nn.Linear(50, 20))], {})
+    unit_b = binquant._Unit([("b", nn.Linear(50, 20))], {})
+    fishers = [torch.ones(1000), torch.full((1000,), 100.0)]  # layer b's loss is 100x as sensitive
+    order = binquant.global_split_order([unit_a, unit_b], fishers, "midpoint", 8)
+    assert [u for u, _, _ in order[:4]] == [1, 1, 1, 1]  # b's bins are refined first
+    assert sum(1 for u, _, _ in order if u == 0) == 4 and len(order) == 8  # then a's, up to 8 bins each
