@@ -13,7 +13,6 @@ on the official test split (index 0-4, 300).
 import argparse
 import json
 import os
-import platform
 import sys
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import data, train  # noqa: E402
+from gwkcuda.microbench import machine  # noqa: E402
 from gwkcuda.train import accuracy, search_score  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, quantize_uint8, save_binquant  # noqa: E402
 from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar  # noqa: E402
@@ -105,7 +105,7 @@ def main():
            "all_inclusive": sizes["ratios"]["all_inclusive"], "indices_only": sizes["ratios"]["indices_only"],
            "bits_per_weight": sizes["bits_per_weight"]["indices"], "file_bytes": sizes["file_bytes"],
            "bins": {",".join(r.members): r.bins for r in result.layers},
-           "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}
+           "machine": machine()}
     print(json.dumps(row, indent=1))
 
 

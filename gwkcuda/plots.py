@@ -93,5 +93,5 @@ def plot_runs(runs, baseline: float, path, title: str) -> None:
 def _setting(report) -> str:
     s = report["settings"]
     if report["method"] == "binquant":
-        return f"{s['sensitivity']}, max drop {s['max_drop']:g}"
+        return f"{s['sensitivity']}/{s.get('allocation', 'layer')}, max drop {s['max_drop']:g}"
     return f"d={s['d']} k={s['k']}"
