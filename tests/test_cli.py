@@ -101,25 +101,30 @@ def _corrupt(src, dst):
     return dst
 
 
+def _digits(method, *knobs):
+    """compress argv for the digits CNN on the digits data with extra knobs."""
+    return ["compress", "--method", method, "--model", "digits_cnn", "--data", "digits", *knobs]
+
+
 MISTAKES = [
     (["compress", "--method", "gwk", "--model", "resnet7", "--data", "digits"], "unknown model 'resnet7'"),
     (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "nowhere"], "unknown data set 'nowhere'"),
     (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "cifar10", "--data-root", "{tmp}"],
      "CIFAR-10 archive not found: expected {tmp}/cifar10-jpeg.tar.gz"),
-    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--k", "0"], "expected k an int >= 1, got 0"),
-    (["compress", "--method", "binquant", "--model", "digits_cnn", "--data", "digits", "--max-bins", "1"],
+    (_digits("gwk", "--k", "0"), "expected k an int >= 1, got 0"),
+    (_digits("binquant", "--max-bins", "1"),
      "argument --max-bins: expected an integer >= 2, got 1"),
-    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--epochs", "-1"],
+    (_digits("gwk", "--epochs", "-1"),
      "argument --epochs: expected an integer >= 0, got -1"),
-    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--lr", "0"],
+    (_digits("gwk", "--lr", "0"),
      "argument --lr: expected a number > 0, got 0.0"),
-    (["compress", "--method", "binquant", "--model", "digits_cnn", "--data", "digits", "--search", "all"],
+    (_digits("binquant", "--search", "all"),
      "argument --search: expected an integer >= 1, got 'all'"),
-    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--bits", "17"],
+    (_digits("gwk", "--bits", "17"),
      "expected bits in 1..16, got 17"),
-    (["compress", "--method", "binquant", "--model", "digits_cnn", "--data", "digits", "--max-bins", "70000"],
+    (_digits("binquant", "--max-bins", "70000"),
      "expected max_bins in 2..65536, got 70000"),
-    (["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--checkpoint", "{tmp}/no.pt"],
+    (_digits("gwk", "--checkpoint", "{tmp}/no.pt"),
      "checkpoint not found"),
     (["compress", "--method", "svd", "--model", "digits_cnn", "--data", "digits"], "invalid choice: 'svd'"),
     (["compress", "--model", "digits_cnn"], "the following arguments are required: --method"),
