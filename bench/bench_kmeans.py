@@ -9,7 +9,6 @@ it: once per problem (SqueezeLLM calls it once per weight row).
 """
 import numpy as np
 import pytest
-import torch
 
 from gwkcuda.microbench import gwkcuda_kmeans as run_gwkcuda
 from gwkcuda.microbench import kmeans_problem as make_problem

@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
 
 from . import __version__, pipelines, plots
 from .binquant import BinQuantConfig

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gwkcuda import ops, reference
-from gwkcuda.io import load_compressed, save_compressed
+from gwkcuda.io import load_compressed
 from gwkcuda.nn import PQConv2d, PQLinear
 from gwkcuda.pq import PQConfig, PQWeight, pq_quantize
 
