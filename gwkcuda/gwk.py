@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .kmeans import stack_problems, weighted_kmeans
-from .model_file import _as_pq_module
+from .nn import install_pq
 from .pq import PQConfig, PQWeight
 
 IMPORTANCE_MODES = ("abs", "square", "uniform")
@@ -151,13 +151,7 @@ def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
     an EWGS layer (QConv2d/QLinear) keeps its quantisers and takes codes and codebook instead of
     its weight."""
     for name, weight in pq.items():
-        module = model.get_submodule(name)
-        if hasattr(module, "use_pq"):
-            module.use_pq(weight)
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, _as_pq_module(getattr(parent, child), weight).to(weight.codebook.device))
+        install_pq(model, name, weight)
     return model
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import huffman, io, ops
-from .nn import PQConv2d, PQLinear, _PQBase
+from .nn import _PQBase, install_pq
 from .pq import PQWeight
 
 FLOAT_KIND = "float32"
@@ -122,16 +122,6 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
     return describe(path)
 
 
-def _as_pq_module(float_module: nn.Module, pq: PQWeight) -> nn.Module:
-    if isinstance(float_module, nn.Linear):
-        return PQLinear(pq, float_module.bias)
-    if isinstance(float_module, nn.Conv2d):
-        return PQConv2d(pq, float_module.bias, float_module.stride, float_module.padding,
-                        float_module.dilation, float_module.groups, float_module.padding_mode)
-    raise io.CompressedFileError(f"a PQ weight for a {type(float_module).__name__}: only Linear "
-                                 "and Conv2d layers can be product-quantised")
-
-
 def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
     """The model stored in ``path``, in eval mode: PQ layers become PQLinear/PQConv2d (run through the codebook
     kernels), Bin & Quant weights are decoded to values[indices].
@@ -173,13 +163,10 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
                 pq = PQWeight.from_tensors(stored, info, prefix=module_name + ".")
             else:
                 pq = PQWeight.from_tensors(tensors, info, prefix=module_name + ".")
-            target = model.get_submodule(module_name)
-            if hasattr(target, "use_pq"):
-                target.use_pq(pq)
-            else:
-                parent_name, _, child = module_name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, child, _as_pq_module(target, pq))
+            try:
+                install_pq(model, module_name, pq)
+            except TypeError as exc:
+                raise io.CompressedFileError(f"{path}: {exc}") from exc
             skip |= {module_name + ".codes", module_name + ".codebook"}  # held by the new module
         elif info["kind"] == "bins":
             idx = _decode_bins(tensors[name + ".indices"], info)

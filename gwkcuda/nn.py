@@ -93,3 +93,25 @@ class PQConv2d(_PQBase):
         c = self.config
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, groups={self.groups}, d={c.d}, k={c.k}")
+
+
+def install_pq(model: nn.Module, name: str, pq: PQWeight) -> None:
+    """Gives the layer ``name`` of ``model`` the product-quantised weight ``pq``, in place: an EWGS
+    layer (QConv2d/QLinear) takes codes and codebook instead of its weight and keeps its
+    quantisers; an nn.Linear/nn.Conv2d is replaced by a PQLinear/PQConv2d with its bias and
+    geometry, on the codebook's device. TypeError for any other kind of layer."""
+    module = model.get_submodule(name)
+    if hasattr(module, "use_pq"):
+        module.use_pq(pq)
+        return
+    if isinstance(module, nn.Linear):
+        new = PQLinear(pq, module.bias)
+    elif isinstance(module, nn.Conv2d):
+        new = PQConv2d(pq, module.bias, module.stride, module.padding, module.dilation, module.groups,
+                       module.padding_mode)
+    else:
+        raise TypeError(f"a PQ weight for {name}, a {type(module).__name__}: only Linear and Conv2d "
+                        "layers can be product-quantised")
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new.to(pq.codebook.device))

@@ -150,3 +150,15 @@ def test_resumed_training_equals_uninterrupted(digits_model, tmp_path):
     train.train(resumed, x[:256], y[:256], epochs=3, seed=5, checkpoint=ckpt)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_install_pq_refuses_layers_that_cannot_hold_one(digits_model):
+    from gwkcuda.nn import install_pq
+
+    model, _, _ = digits_model
+    m = copy.deepcopy(model)
+    pq = gwk.gwk_quantize({"8": m[8].weight}, {"8": gwk.PQConfig(4, 16)}, None, iters=2)["8"]
+    with pytest.raises(TypeError, match="a PQ weight for 1, a BatchNorm2d"):
+        install_pq(m, "1", pq)
+    install_pq(m, "8", pq)
+    assert isinstance(m[8], PQLinear) and torch.equal(m[8].bias, model[8].bias)
