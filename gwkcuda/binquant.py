@@ -190,27 +190,37 @@ def split_sequence(v: torch.Tensor, fisher: torch.Tensor, max_bins: int, rule: s
     return sequence
 
 
-def _bisect_bins(v, fisher, max_bins, accuracy_with, floor, rule="midpoint", integer=False):
-    """Gradient mode: the split order needs no evaluations, so the fewest bins meeting the floor
-    are found by bisection over the sequence (about log2(max_bins) evaluations instead of one per
-    bin count), assuming accuracy grows with bins; the result always meets the floor."""
-    sequence = split_sequence(v, fisher, max_bins, rule, integer)
+def _fewest_passing(last: int, accuracy_at, floor):
+    """Bisection for the smallest step t in 0..last whose accuracy meets the floor, assuming
+    accuracy grows with t: (t, its accuracy), or (None, None) if even ``last`` misses. Each step
+    is evaluated at most once; about log2(last) evaluations."""
     acc = {}
 
-    def ok(i):
-        if i not in acc:
-            acc[i] = accuracy_with(sequence[i])
-        return acc[i] >= floor
+    def ok(t):
+        if t not in acc:
+            acc[t] = accuracy_at(t)
+        return acc[t] >= floor
 
     if ok(0):
-        return list(sequence[0]), acc[0], list(sequence[0])
-    if not ok(len(sequence) - 1):
-        return None, None, list(sequence[-1])
-    lo, hi = 0, len(sequence) - 1  # ok(hi), not ok(lo)
+        return 0, acc[0]
+    if not ok(last):
+        return None, None
+    lo, hi = 0, last  # ok(hi), not ok(lo)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    return list(sequence[hi]), acc[hi], list(sequence[-1])
+    return hi, acc[hi]
+
+
+def _bisect_bins(v, fisher, max_bins, accuracy_with, floor, rule="midpoint", integer=False):
+    """Gradient mode: the split order needs no evaluations, so the fewest bins meeting the floor
+    are found by bisection over the sequence (about log2(max_bins) evaluations instead of one per
+    bin count); the result always meets the floor."""
+    sequence = split_sequence(v, fisher, max_bins, rule, integer)
+    t, acc = _fewest_passing(len(sequence) - 1, lambda i: accuracy_with(sequence[i]), floor)
+    if t is None:
+        return None, None, list(sequence[-1])
+    return list(sequence[t]), acc, list(sequence[-1])
 
 
 @dataclass
@@ -458,8 +468,8 @@ def global_split_order(units, fishers, rule: str, max_bins: int):
 
 def _global_allocation(units, importance, config, evaluate, floor, counter):
     """allocation="global": bisection over the global split order for the fewest splits whose
-    model (every unit quantised) meets the floor; the finest state is tried first, and if even it
-    misses the floor, the layer-by-layer search runs instead."""
+    model (every unit quantised) meets the floor; if even the finest state misses it, the
+    layer-by-layer search runs instead."""
     rule = config.values
     fishers = [importance[u.names[0]] for u in units]
     order = global_split_order(units, fishers, rule, config.max_bins)
@@ -471,32 +481,21 @@ def _global_allocation(units, importance, config, evaluate, floor, counter):
             e.insert(e.index(hi), (lo + hi) / 2)
         return edges
 
-    acc = {}
+    def accuracy_at(t):
+        for unit, e in zip(units, state(t)):
+            unit.set_values(quantize(unit.v, e, rule, integer=unit.is_uint8)[0])
+        return evaluate()
 
-    def ok(t):
-        if t not in acc:
-            for unit, e in zip(units, state(t)):
-                unit.set_values(quantize(unit.v, e, rule, integer=unit.is_uint8)[0])
-            acc[t] = evaluate()
-        return acc[t] >= floor
-
-    if not ok(len(order)):
+    hi, final_acc = _fewest_passing(len(order), accuracy_at, floor)
+    if hi is None:
         raise _GlobalMiss()
-    lo, hi = -1, len(order)  # ok(hi); lo: not known ok (t = -1 stands for "below the start")
-    if ok(0):
-        hi = 0
-    else:
-        lo = 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     final = state(hi)
     results = []
     for i, (unit, e) in enumerate(zip(units, final)):
         q, _, values = quantize(unit.v, e, rule, integer=unit.is_uint8)
         unit.set_values(q)
         shapes = [list(w.shape) for w in unit.weights]
-        results.append(LayerResult(unit.names[0], shapes[0], list(e), values.tolist(), acc[hi], None,
+        results.append(LayerResult(unit.names[0], shapes[0], list(e), values.tolist(), final_acc, None,
                                    counter["n"] if i == 0 else 0, list(e), members=unit.names, shapes=shapes))
     return results
 

@@ -8,7 +8,6 @@ fine-tuning epoch over the first 10,000 training images per PQ run). Writes repo
 """
 import dataclasses
 import glob
-import json
 import os
 import time
 from pathlib import Path
@@ -78,9 +77,9 @@ def run(out, *, data_root=None, device="cpu", seed=0, progress=False, log=print)
                     f"gwkcuda demo: {spec['model']} on {spec['data']} ({runs[0]['evaluated_on']}, "
                     f"float {100 * baseline:.1f}%)")
     report["seconds"] = time.perf_counter() - started
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / "report.json")
+    from .cli import _write_json
+
+    _write_json(out / "report.json", report)
     return report
 
 

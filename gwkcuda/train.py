@@ -13,13 +13,9 @@ from .progress import progress
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500,
              device="cpu") -> float:
     """Top-1 accuracy in [0, 1] of ``model`` (eval mode) on x [N, ...], y [N]."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            pred = model(x[i:i + batch].to(device)).argmax(1).cpu()
-            correct += int((pred == y[i:i + batch]).sum())
-    return correct / max(1, len(x))
+    if len(x) == 0:
+        return 0.0
+    return int((predictions(model, x, batch, device) == y).sum()) / len(x)
 
 
 def predictions(model: nn.Module, x: torch.Tensor, batch: int = 500, device="cpu") -> torch.Tensor:
