@@ -504,11 +504,12 @@ class _GlobalMiss(Exception):
     """The finest global state misses the floor."""
 
 
-def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None) -> dict:
+def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None, **storage) -> dict:
     """Writes the compressed model (gwkcuda.model_file format: per compressed layer its bin
     indices, bit array or Huffman, and the bin values, stored once per set of shared bins; uint8
     layers keep their scale and zero point) and returns :func:`gwkcuda.model_file.describe` of the
-    file: every byte counted against the fp32 model. arch: see save_model."""
+    file: every byte counted against the fp32 model. arch, storage (float_dtype, fold_batchnorm):
+    see save_model."""
     model = result.model
     bins = {}
     for r in result.layers:
@@ -527,7 +528,8 @@ def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None) -> 
             if codec is not None:
                 entry["affine"] = [codec.scale, codec.zero_point]
             bins[name + ".weight"] = entry
-    return model_file.save_model(path, model, arch=arch, bins=bins, meta={"method": "binquant"})
+    return model_file.save_model(path, model, arch=arch, bins=bins, meta={"method": "binquant"},
+                                 **storage)
 
 
 def load_binquant(path, model: Optional[nn.Module] = None) -> nn.Module:

@@ -166,12 +166,13 @@ def cmd_compress(args) -> int:
     float_lr = args.float_lr if args.float_lr is not None else (5e-4 if has_ckpt else 2e-3)
     model = pipelines.float_model(task, args.checkpoint, epochs=float_epochs, lr=float_lr, seed=args.seed,
                                   device=device, show_progress=progress, workdir=workdir)
+    storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     if args.method == "binquant":
         report = pipelines.run_binquant(model, task, out, config, search=args.search,
-                                        criterion=args.criterion, device=device)
+                                        criterion=args.criterion, storage=storage, device=device)
     else:
         report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr, qat=qat,
-                                   workdir=workdir, device=device, show_progress=progress)
+                                   storage=storage, workdir=workdir, device=device, show_progress=progress)
     for c in checkpoints:  # finished: the checkpoints have served
         c.unlink(missing_ok=True)
     try:
@@ -290,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=None, help="per-epoch checkpoints (default: OUT.work)")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run from its last finished epoch (same arguments)")
+    p.add_argument("--float16", action="store_true",
+                   help="store the tensors left in float (batch norm, biases, uncompressed layers, float "
+                        "codebooks and bin values) as float16: half their bytes")
+    p.add_argument("--fold-batchnorm", action="store_true",
+                   help="store each batch norm as its scale and shift (2 numbers per channel instead of 4); "
+                        "the file is then for inference, not further training")
     g = p.add_argument_group("Bin & Quant")
     g.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the search may lose")
     g.add_argument("--max-bins", type=_count(2), default=16)

@@ -5,8 +5,10 @@ Every weight is stored one of three ways, named by its entry in the header's ``l
   the codebook;
 - ``"bins"``: a Bin & Quant weight: bin indices, as a bit array or canonical Huffman code
   (whichever is smaller), and the bin values;
-- anything else is a plain tensor (float32 for floating point), e.g. batch norm, biases and the
-  layers left uncompressed.
+- anything else is a plain tensor, e.g. batch norm, biases and the layers left uncompressed;
+  floating-point tensors (these, float codebooks and float bin values) are stored at
+  ``float_dtype``: float32 (exact) or float16 (half the bytes; the reloaded model computes in
+  float32 from the rounded values).
 The header also records the architecture (a name for :func:`gwkcuda.models.build_model`), so that
 :func:`load_model` rebuilds the model from the file alone, and the bytes of the fp32 original.
 
@@ -22,10 +24,11 @@ import torch
 from torch import nn
 
 from . import huffman, io, ops
+from .io import dtype_name
 from .nn import _PQBase, install_pq
 from .pq import PQWeight
 
-FLOAT_KIND = "float32"
+STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def holds_pq(m: nn.Module) -> bool:
@@ -66,7 +69,8 @@ def fp32_bytes(model: nn.Module) -> int:
 
 
 def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
-               bins: Optional[Dict[str, tuple]] = None, meta: Optional[dict] = None) -> dict:
+               bins: Optional[Dict[str, tuple]] = None, meta: Optional[dict] = None,
+               float_dtype: str = "float32", fold_batchnorm: bool = False) -> dict:
     """Writes ``model`` (its PQ layers as codes and codebooks) to ``path`` atomically.
 
     Args:
@@ -76,15 +80,36 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
             "affine": [scale, zero_point] for uint8 codes} for Bin & Quant weights: the model's
             weight there must equal values[indices] (dequantised when affine).
         meta: extra JSON metadata (method, report, ...).
+        float_dtype: "float32" or "float16", the storage of every floating-point tensor that is
+            not a code stream or an EWGS codebook (those are integers).
+        fold_batchnorm: store each batch norm as the scale and shift it applies in eval mode (2
+            numbers per channel instead of 4 and a counter); the reloaded batch norm computes the
+            same affine map (eps 0, mean 0, variance 1), for inference, not for further training.
     Returns:
         :func:`describe` of the written file.
     """
+    if float_dtype not in STORE_DTYPES:
+        raise ValueError(f"save_model: expected float_dtype one of {sorted(STORE_DTYPES)}, got {float_dtype!r}")
+    store = STORE_DTYPES[float_dtype]
+
+    def stored(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(store) if t.is_floating_point() else t.detach()
+
     bins = bins or {}
     tensors, layers = {}, {}
+    folded = {}
+    if fold_batchnorm:
+        for name, m in model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.affine:
+                scale = m.weight.detach() / torch.sqrt(m.running_var + m.eps)
+                tensors[name + ".scale"] = stored(scale)
+                tensors[name + ".shift"] = stored(m.bias.detach() - m.running_mean * scale)
+                folded.update({f"{name}.{k}": name for k in ("weight", "bias", "running_mean", "running_var",
+                                                              "num_batches_tracked")})
     pq_modules = {n: m for n, m in model.named_modules() if holds_pq(m)}
     for name, m in pq_modules.items():
         pq_tensors, pq_meta = m.pq_weight().to_tensors(prefix=name + ".")
-        tensors.update({k: v.float() if v.is_floating_point() else v for k, v in pq_tensors.items()})
+        tensors.update({k: stored(v) for k, v in pq_tensors.items()})
         info = {"kind": "pq", **pq_meta, "module": type(m).__name__, "numel": math.prod(m.weight_shape)}
         if hasattr(m, "codebook_levels"):  # EWGS: the codebook at the weight quantiser's bit width
             tensors[name + ".codebook"] = ops.pack_bits(m.codebook_levels().reshape(-1), m.bits_w)
@@ -93,7 +118,7 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
         layers[name + ".weight"] = info
     for name, t in model.state_dict().items():
         module = name.rsplit(".", 1)[0]
-        if module in pq_modules and name.endswith((".codes", ".codebook")):
+        if module in pq_modules and name.endswith((".codes", ".codebook")) or name in folded:
             continue
         if name in bins:
             entry = bins[name]
@@ -106,15 +131,17 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
             if "values_from" in entry:
                 info["values_from"] = entry["values_from"]
             else:
-                tensors[name + ".values"] = values.reshape(-1)
+                tensors[name + ".values"] = stored(values.reshape(-1))
             if "affine" in entry:
                 info["affine"] = list(entry["affine"])
             layers[name] = info
         else:
-            tensors[name] = t.detach().float() if t.is_floating_point() else t.detach()
+            tensors[name] = stored(t)
     from .ewgs import quantized_layers
 
     header = {"arch": arch, "layers": layers, "fp32_bytes": fp32_bytes(model), **(meta or {})}
+    if folded:
+        header["folded_batchnorm"] = sorted(set(folded.values()))
     q = quantized_layers(model)
     if q:  # EWGS layers: rebuilt by load_model before their state is loaded
         header["ewgs"] = {"layers": [n for n, _ in q], "bits_w": q[0][1].bits_w, "bits_a": q[0][1].bits_a}
@@ -135,6 +162,7 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
     from .models import build_model
 
     tensors, meta = io.load_compressed(path)
+    tensors = {n: t.float() if t.is_floating_point() else t for n, t in tensors.items()}  # float16 storage
     if "layers" not in meta or "fp32_bytes" not in meta:
         raise io.CompressedFileError(f"{path}: not a gwkcuda model file (header keys {sorted(meta)})")
     if model is None:
@@ -177,6 +205,16 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
                 w = (w.float() - zero_point) * scale
             state[name] = w.reshape(info["shape"])
             skip |= {name + ".indices", name + ".values"}
+    for name in meta.get("folded_batchnorm", []):
+        try:
+            bn = model.get_submodule(name)
+        except AttributeError as exc:
+            raise io.CompressedFileError(f"{path}: does not fit {type(model).__name__}: {exc}") from exc
+        bn.eps = 0.0  # with mean 0 and variance 1 the batch norm is exactly x * scale + shift
+        scale, shift = tensors[name + ".scale"], tensors[name + ".shift"]
+        state.update({name + ".weight": scale, name + ".bias": shift, name + ".running_mean": torch.zeros_like(scale),
+                      name + ".running_var": torch.ones_like(scale), name + ".num_batches_tracked": torch.tensor(0)})
+        skip |= {name + ".scale", name + ".shift"}
     state.update({n: t for n, t in tensors.items() if n not in skip})
     target = {n: t for n, t in model.state_dict().items() if n not in skip}
     missing = sorted(set(target) - set(state))
@@ -204,7 +242,7 @@ def describe(path) -> dict:
     rows = {}
 
     def row(module):
-        return rows.setdefault(module, {"layer": module, "shape": None, "method": FLOAT_KIND,
+        return rows.setdefault(module, {"layer": module, "shape": None, "method": None,
                                         "detail": "", "bytes": 0, "weights": 0,
                                         "index_bytes": 0, "codebook_bytes": 0})
 
@@ -231,13 +269,17 @@ def describe(path) -> dict:
             r = row(module)
             if name.endswith(".weight") and t.dim() >= 2:  # a Conv/Linear weight, not batch norm's
                 r["shape"], r["weights"] = list(t.shape), t.numel()
+            if t.is_floating_point() and r["method"] is None:  # a plain row: named by its storage
+                r["method"] = dtype_name(t.dtype)
         rows[module]["bytes"] += nbytes
     tensor_bytes = sum(r["bytes"] for r in rows.values())
     header_bytes = file_bytes - tensor_bytes
     for r in rows.values():
         r["bits_per_weight"] = (8 * r["bytes"] / r["weights"]) if r["weights"] else None
         r["share"] = r["bytes"] / file_bytes
-    compressed = [r for r in rows.values() if r["method"] != FLOAT_KIND]
+    for r in rows.values():
+        r["method"] = r["method"] or "plain"
+    compressed = [r for r in rows.values() if r["method"] in ("pq", "binquant")]
     n_c = sum(r["weights"] for r in compressed)
     idx_bytes = sum(r["index_bytes"] for r in compressed)
     cb_bytes = sum(r["codebook_bytes"] for r in compressed)

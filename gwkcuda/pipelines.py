@@ -80,6 +80,8 @@ def float_model(task: Task, checkpoint=None, *, epochs: int = 20, lr: float = 2e
         load_checkpoint(model, checkpoint)
     model.to(device)
     if epochs > 0:
+        if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
         train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, seed=seed, device=device,
                     augment=task.augment, show_progress=show_progress,
                     desc="float fine-tuning" if checkpoint is not None else "float training",
@@ -108,8 +110,10 @@ def _header(method: str, task: Task, device, settings) -> dict:
 
 
 def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, search: int = 1000,
-                 calib_batches: int = 8, criterion: str = "accuracy", device="cpu") -> dict:
-    """Bin & Quant of a copy of ``model``; writes ``out`` and returns the report."""
+                 calib_batches: int = 8, criterion: str = "accuracy", storage: Optional[dict] = None,
+                 device="cpu") -> dict:
+    """Bin & Quant of a copy of ``model``; writes ``out`` (storage: model_file.save_model's
+    float_dtype and fold_batchnorm) and returns the report."""
     started = time.perf_counter()
     model = copy.deepcopy(model).to(device).eval()
     xr, yr, _ = task.report_half()
@@ -121,9 +125,10 @@ def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, s
             train.backward_batches(m, task.x_train, task.y_train, batches=calib_batches, device=device)
     score = train.search_score(model, xs, ys, criterion, device=device)
     result = bin_and_quant(model, score, config, grad_fn)
-    info = save_binquant(out, result, arch=task.arch)
+    info = save_binquant(out, result, arch=task.arch, **(storage or {}))
     report = _header("binquant", task, device, {**dataclasses.asdict(config), "search": search_where,
-                                                 "calib_batches": calib_batches, "criterion": criterion})
+                                                 "calib_batches": calib_batches, "criterion": criterion,
+                                                 "storage": storage or {}})
     report["details"] = {k: result.report[k] for k in ("evaluations", "layers")}
     report["details"].update(search_baseline=result.baseline_accuracy, search_accuracy=result.accuracy)
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)
@@ -164,54 +169,71 @@ def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
     return groups
 
 
+def run_qat(model: nn.Module, task: Task, qat: QATConfig, *, seed: int = 0, batch: int = 64,
+            workdir=None, device="cpu", show_progress: bool = False):
+    """EWGS quantisation-aware training of a copy of the float ``model`` -> (quantised model,
+    details {qat_losses, accuracy_after_qat, deltas}). Several run_gwk arms can share one result
+    (``after_qat``). workdir: per-epoch checkpoints (qat.pt), resumable as in run_gwk."""
+    from . import ewgs
+
+    model = copy.deepcopy(model).to(device)
+    ewgs.quantize_model(model, qat.bits, qat.bits)
+    model.to(device)
+    with torch.no_grad():  # initialise the quantisers' bounds and scales on one batch
+        model.eval()(task.x_train[:batch].to(device))
+    for _, m in ewgs.quantized_layers(model):
+        if qat.delta is not None:
+            m.delta_w.fill_(qat.delta)
+            m.delta_a.fill_(qat.delta)
+
+    def refresh_delta(epoch, loss):
+        if qat.delta is None and (epoch + 1) % qat.delta_every == 0 and epoch + 1 < qat.epochs:
+            batches = [(task.x_train[i * batch:(i + 1) * batch], task.y_train[i * batch:(i + 1) * batch])
+                       for i in range(3)]
+            loss_fn = lambda m, b: torch.nn.functional.cross_entropy(m(b[0].to(device)), b[1].to(device))
+            model.eval()
+            ewgs.update_delta(model, loss_fn, batches, samples=qat.hessian_samples, seed=seed + epoch)
+
+    details = {"qat_losses": train.train(
+        model, task.x_train, task.y_train, epochs=qat.epochs, lr=qat.lr, batch=batch,
+        params=_param_groups(model, qat.lr, qat.quantizer_lr), augment=task.augment, seed=seed,
+        device=device, show_progress=show_progress, desc=f"EWGS QAT W{qat.bits}A{qat.bits}",
+        checkpoint=Path(workdir) / "qat.pt" if workdir is not None else None, on_epoch=refresh_delta)}
+    xr, yr, _ = task.report_half()
+    details["accuracy_after_qat"] = train.accuracy(model, xr, yr, device=device)
+    details["deltas"] = {n: [float(m.delta_w), float(m.delta_a)] for n, m in ewgs.quantized_layers(model)}
+    return model, details
+
+
 def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int = 5,
-            lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, workdir=None,
-            device="cpu", show_progress: bool = False) -> dict:
+            lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, after_qat=None,
+            storage: Optional[dict] = None, workdir=None, device="cpu", show_progress: bool = False) -> dict:
     """The GWK chain on a copy of the float ``model``: [EWGS QAT] -> GWK-PQ (or plain k-means with
     importance "uniform") of the (latent) weights -> ``epochs`` of fine-tuning with codes fixed
     (codebooks, batch norm, biases, float layers, and quantiser parameters at qat.quantizer_lr);
-    writes ``out`` and returns the report.
+    writes ``out`` (storage: model_file.save_model's float_dtype and fold_batchnorm) and returns
+    the report.
 
+    after_qat: the (model, details) run_qat returned for this ``model`` and ``qat``, to share one
+    QAT run among arms that differ from the clustering on (None: run it here).
     workdir: a folder for per-epoch checkpoints (qat.pt, finetune.pt); a run started again with
     the same arguments and workdir resumes after the last finished epoch and ends with the same
     result as an uninterrupted run."""
-    from . import ewgs
-
     started = time.perf_counter()
-    model = copy.deepcopy(model).to(device)
     xr, yr, _ = task.report_half()
-    baseline = train.accuracy(model, xr, yr, device=device)
+    baseline = train.accuracy(model.to(device), xr, yr, device=device)
     workdir = Path(workdir) if workdir is not None else None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     details = {}
-    if qat is not None:
-        ewgs.quantize_model(model, qat.bits, qat.bits)
-        model.to(device)
-        with torch.no_grad():  # initialise the quantisers' bounds and scales on one batch
-            model.eval()(task.x_train[:batch].to(device))
-        for _, m in ewgs.quantized_layers(model):
-            if qat.delta is not None:
-                m.delta_w.fill_(qat.delta)
-                m.delta_a.fill_(qat.delta)
-        deltas = []
-
-        def refresh_delta(epoch, loss):
-            if qat.delta is None and (epoch + 1) % qat.delta_every == 0 and epoch + 1 < qat.epochs:
-                batches = [(task.x_train[i * batch:(i + 1) * batch], task.y_train[i * batch:(i + 1) * batch])
-                           for i in range(3)]
-                loss_fn = lambda m, b: torch.nn.functional.cross_entropy(m(b[0].to(device)), b[1].to(device))
-                model.eval()
-                deltas.append(ewgs.update_delta(model, loss_fn, batches, samples=qat.hessian_samples,
-                                                seed=config.seed + epoch))
-
-        details["qat_losses"] = train.train(
-            model, task.x_train, task.y_train, epochs=qat.epochs, lr=qat.lr, batch=batch,
-            params=_param_groups(model, qat.lr, qat.quantizer_lr), augment=task.augment, seed=config.seed,
-            device=device, show_progress=show_progress, desc=f"EWGS QAT W{qat.bits}A{qat.bits}",
-            checkpoint=workdir / "qat.pt" if workdir else None, on_epoch=refresh_delta)
-        details["accuracy_after_qat"] = train.accuracy(model, xr, yr, device=device)
-        details["deltas"] = {n: [float(m.delta_w), float(m.delta_a)] for n, m in ewgs.quantized_layers(model)}
+    if qat is None:
+        model = copy.deepcopy(model).to(device)
+    else:
+        if after_qat is None:
+            after_qat = run_qat(model, task, qat, seed=config.seed, batch=batch, workdir=workdir,
+                                device=device, show_progress=show_progress)
+        model = copy.deepcopy(after_qat[0]).to(device)
+        details.update(after_qat[1])
 
     def run_backward(after_each):
         train.backward_batches(model, task.x_train, task.y_train, batches=config.calib_batches,
@@ -227,8 +249,8 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         device=device, show_progress=show_progress, desc="codebook fine-tuning",
         checkpoint=workdir / "finetune.pt" if workdir else None)
     details["float_layers"] = gwk_report["float_layers"]
-    info = model_file.save_model(out, model, arch=task.arch, meta={"method": "gwk"})
-    settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch,
+    info = model_file.save_model(out, model, arch=task.arch, meta={"method": "gwk"}, **(storage or {}))
+    settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch, "storage": storage or {},
                 "qat": dataclasses.asdict(qat) if qat is not None else None}
     method = "kmeans" if config.importance == "uniform" else "gwk"
     report = _header(method, task, device, settings)

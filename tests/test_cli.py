@@ -32,7 +32,7 @@ def compressed(tmp_path_factory):
     common = ["--model", "digits_cnn", "--data", "digits", "--float-epochs", "3", "--device", "cpu"]
     files = {}
     for method, extra in (("binquant", ["--search", "100"]), ("gwk", ["--epochs", "1"]),
-                          ("kmeans", ["--epochs", "1", "--d", "8"])):
+                          ("kmeans", ["--epochs", "1", "--d", "8", "--float16", "--fold-batchnorm"])):
         out, report = folder / f"{method}.gwk", folder / f"{method}.json"
         assert cli.main(["compress", "--method", method, *common, *extra, "--out", str(out),
                          "--report", str(report)]) == 0
@@ -48,6 +48,9 @@ def test_compress_writes_file_and_report(compressed, capsys):
         assert report["evaluated_on"] == "test[225:450]" and 0 <= report["accuracy"] <= 1
     assert compressed["kmeans"][1]["settings"]["importance"] == "uniform"
     assert compressed["kmeans"][1]["bits_per_weight"]["indices"] == pytest.approx(0.5)  # d=8, k=16
+    assert compressed["kmeans"][1]["settings"]["storage"] == {"float_dtype": "float16", "fold_batchnorm": True}
+    methods = {r["layer"]: r["method"] for r in compressed["kmeans"][1]["layers"]}
+    assert "float16" in methods.values() and "float32" not in methods.values(), methods
 
 
 def test_evaluate_matches_the_report(compressed, capsys):

@@ -100,6 +100,54 @@ def test_compress_save_reload_gives_identical_outputs(digits_model, tmp_path):
     assert info["fp32_bytes"] == 4 * n_float
 
 
+def test_float16_storage_halves_the_float_tensors_and_stays_close(digits_model, tmp_path):
+    model, x, y = digits_model
+    m = copy.deepcopy(model)
+    gwk.gwk_compress(m, gwk.GWKConfig(d=4, k=16, iters=5), backward_on(m, x, y))
+    full = model_file.save_model(tmp_path / "32.gwk", m, arch=ARCH)
+    half = model_file.save_model(tmp_path / "16.gwk", m, arch=ARCH, float_dtype="float16")
+    rows32 = {r["layer"]: r for r in full["layers"]}
+    rows16 = {r["layer"]: r for r in half["layers"]}
+    assert rows32["0"]["method"] == "float32" and rows16["0"]["method"] == "float16"
+    assert rows16["0"]["bytes"] * 2 == rows32["0"]["bytes"]  # a float layer: weight and bias
+    assert rows16["8"]["index_bytes"] == rows32["8"]["index_bytes"]
+    assert rows16["8"]["codebook_bytes"] * 2 == rows32["8"]["codebook_bytes"]
+    m.eval()
+    # Every stored float is the fp32 value rounded to float16, so the outputs move by ~1e-3 relative.
+    reference = copy.deepcopy(m)
+    with torch.no_grad():
+        for t in list(reference.parameters()) + list(reference.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    torch.testing.assert_close(model_file.load_model(tmp_path / "16.gwk")(x[:64]), reference(x[:64]))
+    with pytest.raises(ValueError, match="float_dtype one of"):
+        model_file.save_model(tmp_path / "8.gwk", m, float_dtype="float8")
+
+
+def test_folded_batchnorm_keeps_two_numbers_per_channel_and_the_outputs(tmp_path):
+    from gwkcuda.models import build_model
+
+    model = build_model("resnet20", 10, 3)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # batch norms with non-trivial statistics and affine parameters
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                for t in (m.weight, m.bias, m.running_mean):
+                    t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    model.eval()
+    arch = {"name": "resnet20", "num_classes": 10, "in_channels": 3}
+    plain = model_file.save_model(tmp_path / "plain.gwk", model, arch=arch)
+    folded = model_file.save_model(tmp_path / "folded.gwk", model, arch=arch, fold_batchnorm=True)
+    bn_bytes = lambda info: sum(r["bytes"] for r in info["layers"] if ".bn" in r["layer"] or r["layer"] == "bn1")
+    channels = sum(m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn_bytes(folded) == channels * 2 * 4
+    assert bn_bytes(plain) == channels * 4 * 4 + 19 * 8  # + the int64 batch counters
+    x = torch.randn(4, 3, 32, 32, generator=gen)
+    torch.testing.assert_close(model_file.load_model(tmp_path / "folded.gwk")(x), model(x), rtol=1e-4, atol=1e-5)
+    assert torch.equal(model_file.load_model(tmp_path / "plain.gwk")(x), model(x))
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="importance one of"):
         gwk.GWKConfig(importance="hessian")

@@ -75,8 +75,33 @@ def test_unknown_format_version_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "FORMAT_VERSION", 99)
     save_compressed(tmp_path / "future.gwk", tensors, meta)
     monkeypatch.undo()
-    with pytest.raises(CompressedFileError, match=r"unsupported format version 99; this gwkcuda reads version 2"):
+    with pytest.raises(CompressedFileError, match=r"unsupported format version 99; this gwkcuda reads versions 2, 3"):
         load_compressed(tmp_path / "future.gwk")
+
+
+def test_version_2_files_still_load(tmp_path):
+    """Version 2: one safetensors tensor per tensor and the JSON header in plain text."""
+    import json
+
+    from safetensors.torch import save_file
+    tensors, meta = sample()
+    header = {"format_version": 2, "meta": meta, "payload_sha256": io._payload_digest(tensors)}
+    header["checksum"] = io._header_checksum(header)
+    save_file(tensors, str(tmp_path / "v2.gwk"), metadata={"gwkcuda": json.dumps(header)})
+    loaded, loaded_meta = load_compressed(tmp_path / "v2.gwk")
+    assert loaded_meta == meta
+    assert all(torch.equal(loaded[n], t) and loaded[n].dtype == t.dtype for n, t in tensors.items())
+
+
+def test_header_is_compact(tmp_path):
+    """130 small named tensors (a ResNet-20's batch norms and layers): the header, not the data,
+    must stay a small share; a plain safetensors header took about 100 bytes per tensor."""
+    tensors = {f"layer{i // 20}.{i % 20}.bn{j}.running_mean": torch.zeros(16) for i in range(65) for j in (1, 2)}
+    path = tmp_path / "many.gwk"
+    save_compressed(path, tensors, {})
+    data_bytes = sum(t.numel() * 4 for t in tensors.values())
+    assert path.stat().st_size - data_bytes < 1500
+    assert set(load_compressed(path)[0]) == set(tensors)
 
 
 def test_plain_safetensors_file_is_refused(tmp_path):

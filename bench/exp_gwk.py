@@ -1,0 +1,113 @@
+"""GWK-PQ experiments on CIFAR-10 ResNet-20 behind the README's GWK tables: one float fine-tuning
+and one EWGS QAT run shared by every arm, then per arm (method, d, k, seed): clustering of the QAT
+latent weights (GWK importances, or uniform for plain k-means), codebook fine-tuning with codes
+fixed, the compressed file, and its accuracy reloaded from the file on all 10,000 test images.
+
+    python bench/exp_gwk.py --data-root ../shared/data --workdir <dir> \\
+        --arms gwk:9:16:0 kmeans:9:16:0 gwk:9:64:0
+
+Each arm writes ``<out>/<method>_d<d>_k<k>_s<seed>.json`` (the pipeline's report plus the full
+test split accuracies, the shared phases' settings and the machine); bench/table_gwk.py turns
+them into the README tables. The shared phases checkpoint into --workdir, so a second invocation
+with more arms (or after a kill) reuses them.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gwkcuda import model_file, pipelines, train  # noqa: E402
+from gwkcuda.cli import _write_json  # noqa: E402
+from gwkcuda.gwk import GWKConfig  # noqa: E402
+from gwkcuda.microbench import machine  # noqa: E402
+
+
+def parse_arm(text):
+    method, d, k, seed = text.split(":")
+    if method not in ("gwk", "kmeans"):
+        raise argparse.ArgumentTypeError(f"expected gwk or kmeans, got {method!r}")
+    return method, int(d), int(k), int(seed)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--checkpoint", default=None,
+                    help="pretrained ResNet-20 (default: <data-root>/pretrained/resnet20-12fca82f.th)")
+    ap.add_argument("--workdir", required=True, help="checkpoints of the shared phases and of each arm")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "gwk"))
+    ap.add_argument("--float-epochs", type=int, default=1)
+    ap.add_argument("--float-lr", type=float, default=5e-4)
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--qat-epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1, help="codebook fine-tuning epochs per arm")
+    ap.add_argument("--finetune-images", type=int, default=25000,
+                    help="fine-tune each arm on the first N (shuffled-order) training images")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--calib-batches", type=int, default=16)
+    ap.add_argument("--float16", action="store_true", help="store float tensors as float16")
+    ap.add_argument("--fold-batchnorm", action="store_true", help="store batch norms as scale and shift")
+    ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
+    args = ap.parse_args()
+    root = args.data_root
+    checkpoint = args.checkpoint or os.path.join(root or "../shared/data", "pretrained", "resnet20-12fca82f.th")
+    os.makedirs(args.out, exist_ok=True)
+    show = sys.stderr.isatty()
+
+    task = pipelines.load_task("resnet20", "cifar10", root)
+    started = time.perf_counter()
+    fmodel = pipelines.float_model(task, checkpoint, epochs=args.float_epochs, lr=args.float_lr,
+                                   workdir=os.path.join(args.workdir, "float"), show_progress=show)
+    fmodel.eval()
+    float_full = train.accuracy(fmodel, task.x_test, task.y_test)
+    print(f"float: {100 * float_full:.2f}% on all 10,000 test images ({time.perf_counter() - started:.0f} s)",
+          flush=True)
+    qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs)
+    qat_dir = os.path.join(args.workdir, "qat")
+    os.makedirs(qat_dir, exist_ok=True)
+    after_qat = pipelines.run_qat(fmodel, task, qat, seed=0, workdir=qat_dir, show_progress=show)
+    qat_full = train.accuracy(after_qat[0].eval(), task.x_test, task.y_test)
+    print(f"EWGS QAT W{args.bits}A{args.bits}: {100 * qat_full:.2f}% on all 10,000 test images "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+    # The arms fine-tune on a fixed random subset of the train split (same for every arm).
+    order = torch.randperm(len(task.x_train), generator=torch.Generator().manual_seed(1234))
+    subset = order[:args.finetune_images]
+    ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
+    storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
+    flags = " --float16" * args.float16 + " --fold-batchnorm" * args.fold_batchnorm
+    for method, d, k, seed in args.arms:
+        name = f"{method}_d{d}_k{k}_s{seed}"
+        arm_started = time.perf_counter()
+        config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
+                           calib_batches=args.calib_batches, seed=seed)
+        out_file = os.path.join(args.workdir, name + ".gwk")
+        report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr,
+                                   qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),
+                                   show_progress=show)
+        reloaded = model_file.load_model(out_file).eval()
+        report.update({
+            "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test),
+            "baseline_full_test": float_full, "qat_full_test": qat_full,
+            "shared": {"float_epochs": args.float_epochs, "float_lr": args.float_lr,
+                       "qat": dataclasses.asdict(qat), "finetune_images": args.finetune_images,
+                       "command": (f"python bench/exp_gwk.py --data-root ../shared/data --workdir <dir> "
+                                   f"--float-epochs {args.float_epochs} --float-lr {args.float_lr} "
+                                   f"--bits {args.bits} --qat-epochs {args.qat_epochs} --epochs {args.epochs} "
+                                   f"--finetune-images {args.finetune_images} --lr {args.lr} "
+                                   f"--calib-batches {args.calib_batches}{flags} --arms {method}:{d}:{k}:{seed}")},
+            "machine": machine(), "arm_seconds": time.perf_counter() - arm_started})
+        _write_json(os.path.join(args.out, name + ".json"), report)
+        r = report["ratios"]
+        print(f"{name}: {100 * report['accuracy_full_test']:.2f}% (float {100 * float_full:.2f}%), "
+              f"(a) {r['indices_only']:.1f}x (b) {r['with_codebooks']:.1f}x (c) {r['all_inclusive']:.1f}x, "
+              f"{report['arm_seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
