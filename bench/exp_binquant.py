@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gwkcuda import data, train  # noqa: E402
+from gwkcuda import data, model_file, train  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 from gwkcuda.train import accuracy, search_score  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, quantize_uint8, save_binquant  # noqa: E402
@@ -61,9 +61,13 @@ def main():
     ap.add_argument("--criterion", choices=["accuracy", "agreement"], default="accuracy",
                     help="search on accuracy, or on agreement with the uncompressed model's predictions "
                          "(every changed prediction counts; less prone to fitting the search set's noise)")
+    ap.add_argument("--float16", action="store_true", help="store float tensors as float16")
+    ap.add_argument("--fold-batchnorm", action="store_true", help="store batch norms as scale and shift")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
+    arch = {"name": "resnet20" if args.model == "resnet20" else "kws_cnn", "num_classes": 10,
+            "in_channels": 3 if args.model == "resnet20" else 1}
     if args.model == "resnet20":
         model = load_checkpoint(resnet_cifar(20), data.data_root() / "pretrained" / "resnet20-12fca82f.th")
         images, labels = data.cifar10("test")
@@ -95,12 +99,15 @@ def main():
     tag = ("-shared" if args.share == "kind" else "") + ("-uint8" if args.uint8 else "") + \
         ("-global" if args.allocation == "global" else "")
     out = args.out or f"binquant-{args.model}-{args.mode}-{args.values}-{args.max_bins}{tag}.gwk"
-    sizes = save_binquant(out, result)
+    storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
+    sizes = save_binquant(out, result, arch=arch, **storage)
+    report_file = accuracy(model_file.load_model(out), xr, yr)  # what the file holds, reloaded
     row = {"model": args.model, "mode": args.mode, "values": args.values, "max_bins": args.max_bins, "max_drop": args.max_drop, "share": args.share, "allocation": args.allocation, "criterion": args.criterion,
            "uint8": args.uint8, "float_report_acc": float_report, "search_images": len(xs), "report_images": len(xr),
            "evaluations": result.evaluations, "seconds": round(result.seconds, 1),
            "search_acc_before": result.baseline_accuracy, "search_acc_after": result.accuracy,
            "report_acc_before": report_before, "report_acc_after": report_after,
+           "report_acc_file": report_file, "storage": storage,
            "with_codebooks": sizes["ratios"]["with_codebooks"],
            "all_inclusive": sizes["ratios"]["all_inclusive"], "indices_only": sizes["ratios"]["indices_only"],
            "bits_per_weight": sizes["bits_per_weight"]["indices"], "file_bytes": sizes["file_bytes"],
