@@ -81,8 +81,9 @@ def accumulate_importance(model: nn.Module, names, run_backward: Callable[[Calla
     """Per-weight importances of the named layers: sum over backward passes of |g| ("abs") or g^2
     ("square"); "uniform" gives ones without running anything.
 
-    run_backward(after_each) must run the backward passes and call after_each() after each one
-    (e.g. ``lambda f: train.backward_batches(model, x, y, batches=T, after_each=f)``).
+    run_backward(after_each) must run the backward passes (e.g. ``lambda f:
+    train.backward_batches(model, x, y, batches=T, after_each=f)``); the importances accumulate
+    through gradient hooks, so after_each may be called or not.
     Returns name -> tensor of the layer's weight shape (float32, on the weight's device)."""
     weights = {n: model.get_submodule(n).weight for n in names}
     if mode == "uniform":
@@ -91,15 +92,22 @@ def accumulate_importance(model: nn.Module, names, run_backward: Callable[[Calla
         raise ValueError(f"accumulate_importance: expected mode one of {IMPORTANCE_MODES}, got {mode!r}")
     acc = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in weights.items()}
 
-    def after_each():
-        for n, w in weights.items():
-            if w.grad is not None:
-                g = w.grad.detach().float()
-                acc[n] += g.abs() if mode == "abs" else g * g
-                w.grad = None
+    def accumulate(name):
+        # Runs as soon as the weight's gradient is complete, and drops it: a large model never
+        # holds all its gradients at once, only the importances.
+        def hook(w):
+            g = w.grad.detach().float()
+            acc[name] += g.abs() if mode == "abs" else g * g
+            w.grad = None
+        return hook
 
     model.zero_grad(set_to_none=True)
-    run_backward(after_each)
+    handles = [w.register_post_accumulate_grad_hook(accumulate(n)) for n, w in weights.items()]
+    try:
+        run_backward(lambda: None)
+    finally:
+        for h in handles:
+            h.remove()
     model.zero_grad(set_to_none=True)
     return acc
 

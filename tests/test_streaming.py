@@ -1,0 +1,121 @@
+"""Streaming layer-by-layer compression: equal to clustering each layer alone, resumable after a
+kill, and bounded device memory."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gwkcuda import model_file
+from gwkcuda.gwk import accumulate_importance, gwk_quantize
+from gwkcuda.nn import PQLinear
+from gwkcuda.streaming import linear_plan, stream_compress
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+class Block(nn.Module):
+    """A transformer-style block: attention projections and an MLP, all nn.Linear."""
+
+    def __init__(self, width=32):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.up, self.down = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        att = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1)
+        x = self.norm(x + self.o(att @ v))
+        return x + self.down(torch.relu(self.up(x)))
+
+
+def tiny_transformer():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(50, 32), Block(), Block(), nn.Flatten(1), nn.Linear(8 * 32, 5))
+
+
+def calibration(model):
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 50, (16, 8), generator=gen)
+    labels = torch.randint(0, 5, (16,), generator=gen)
+
+    def run_backward(after_each):
+        for i in range(0, 16, 4):
+            nn.functional.cross_entropy(model(tokens[i:i + 4]), labels[i:i + 4]).backward()
+            after_each()
+    return tokens, run_backward
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streaming_equals_each_layer_clustered_alone(tmp_path, device):
+    model = tiny_transformer()
+    tokens, run_backward = calibration(model)
+    plan = linear_plan(model, d=4, k=16, min_weights=1024)
+    assert len(plan) == 13 and all(isinstance(model.get_submodule(n), nn.Linear) for n in plan)
+    importance = accumulate_importance(model, plan, run_backward)
+    weights = {n: model.get_submodule(n).weight.detach().clone() for n in plan}
+    report = stream_compress(model, plan, importance, tmp_path / "parts", iters=5, device=device)
+    assert [r["name"] for r in report["layers"]] == list(plan) and not any(r["resumed"] for r in report["layers"])
+    for name, config in plan.items():
+        alone = gwk_quantize({name: weights[name]}, {name: config}, {name: importance[name]}, iters=5)[name]
+        layer = model.get_submodule(name)
+        assert isinstance(layer, PQLinear)
+        assert torch.equal(layer.codes.cpu(), alone.codes)
+        torch.testing.assert_close(layer.codebook.cpu(), alone.codebook)
+    assert (tmp_path / "parts" / "1.q.gwk").exists()
+
+
+def test_killed_run_resumes_to_the_same_file(tmp_path):
+    base = tiny_transformer()
+    _, run_backward = calibration(base)
+    plan = linear_plan(base, d=4, k=16, min_weights=1024)
+    importance = accumulate_importance(base, plan, run_backward)
+
+    full = copy.deepcopy(base)
+    stream_compress(full, plan, importance, tmp_path / "full.parts", iters=5)
+    model_file.save_model(tmp_path / "full.gwk", full)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_five(row):
+        if len(list((tmp_path / "resumed.parts").iterdir())) == 5:
+            raise Killed
+
+    killed = copy.deepcopy(base)
+    with pytest.raises(Killed):
+        stream_compress(killed, plan, importance, tmp_path / "resumed.parts", iters=5, on_layer=die_after_five)
+    resumed = copy.deepcopy(base)
+    report = stream_compress(resumed, plan, importance, tmp_path / "resumed.parts", iters=5)
+    assert [r["resumed"] for r in report["layers"]] == [True] * 5 + [False] * (len(plan) - 5)
+    model_file.save_model(tmp_path / "resumed.gwk", resumed)
+    assert (tmp_path / "resumed.gwk").read_bytes() == (tmp_path / "full.gwk").read_bytes()
+    tokens = torch.randint(0, 50, (3, 8))
+    assert torch.equal(model_file.load_model(tmp_path / "resumed.gwk", tiny_transformer())(tokens),
+                       resumed.eval()(tokens))
+
+
+def test_a_part_of_another_setting_is_recomputed(tmp_path):
+    model = tiny_transformer()
+    plan16 = linear_plan(model, d=4, k=16, min_weights=1024)
+    stream_compress(copy.deepcopy(model), plan16, None, tmp_path / "parts", iters=2)
+    plan8 = {n: type(c)(c.d, 8) for n, c in plan16.items()}
+    report = stream_compress(model, plan8, None, tmp_path / "parts", iters=2)
+    assert not any(r["resumed"] for r in report["layers"])
+    assert all(model.get_submodule(n).codebook.shape[-2] == 8 for n in plan8)
+
+
+def test_plan_skips_small_and_indivisible_layers():
+    model = nn.Sequential(nn.Linear(30, 64), nn.Linear(64, 64), nn.Linear(64, 2), nn.Linear(64, 128))
+    assert list(linear_plan(model, d=4, k=16, min_weights=1024)) == ["1", "3"]  # 30 % 4, 128 weights
+    assert list(linear_plan(model, d=4, k=16, min_weights=1024, skip=("3",))) == ["1"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="device memory is measured on CUDA")
+def test_device_memory_stays_near_one_layer(tmp_path):
+    model = nn.Sequential(*(nn.Linear(1024, 1024) for _ in range(6)))
+    plan = linear_plan(model, d=8, k=256)
+    report = stream_compress(model, plan, None, tmp_path / "parts", iters=3, device="cuda")
+    # One layer (4 MiB), its importances or none, and the k-means work arrays.
+    assert report["peak_bytes"] < 3 * report["largest_layer_bytes"], report["peak_bytes"]
