@@ -95,11 +95,33 @@ class PQConv2d(_PQBase):
                 f"stride={self.stride}, groups={self.groups}, d={c.d}, k={c.k}")
 
 
+class PQEmbedding(_PQBase):
+    """An embedding table [num, dim] stored as codes [num, dim/d] into codebook [1, k, d]: a
+    lookup gathers the rows' codes, then their codewords. Input int64 [...] -> output [..., dim]."""
+
+    def __init__(self, pq: PQWeight, padding_idx: Optional[int] = None):
+        super().__init__()
+        if len(pq.shape) != 2 or pq.config.groups != 1:
+            raise ValueError(f"PQEmbedding: expected a 2-D table with one codebook, got shape {pq.shape}, "
+                             f"groups {pq.config.groups}")
+        self.num_embeddings, self.embedding_dim = pq.shape
+        self.padding_idx = padding_idx
+        self._init_pq(pq, None)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        codes = F.embedding(idx, self.codes)  # [..., dim/d]
+        return self.codebook[0][codes.long()].reshape(*idx.shape, self.embedding_dim)
+
+    def extra_repr(self):
+        c = self.config
+        return f"{self.num_embeddings}, {self.embedding_dim}, d={c.d}, k={c.k}"
+
+
 def install_pq(model: nn.Module, name: str, pq: PQWeight) -> None:
     """Gives the layer ``name`` of ``model`` the product-quantised weight ``pq``, in place: an EWGS
     layer (QConv2d/QLinear) takes codes and codebook instead of its weight and keeps its
-    quantisers; an nn.Linear/nn.Conv2d is replaced by a PQLinear/PQConv2d with its bias and
-    geometry, on the codebook's device. TypeError for any other kind of layer."""
+    quantisers; an nn.Linear/nn.Conv2d/nn.Embedding is replaced by a PQLinear/PQConv2d/PQEmbedding
+    with its bias and geometry, on the codebook's device. TypeError for any other kind of layer."""
     module = model.get_submodule(name)
     if hasattr(module, "use_pq"):
         module.use_pq(pq)
@@ -109,9 +131,11 @@ def install_pq(model: nn.Module, name: str, pq: PQWeight) -> None:
     elif isinstance(module, nn.Conv2d):
         new = PQConv2d(pq, module.bias, module.stride, module.padding, module.dilation, module.groups,
                        module.padding_mode)
+    elif isinstance(module, nn.Embedding):
+        new = PQEmbedding(pq, module.padding_idx)
     else:
-        raise TypeError(f"a PQ weight for {name}, a {type(module).__name__}: only Linear and Conv2d "
-                        "layers can be product-quantised")
+        raise TypeError(f"a PQ weight for {name}, a {type(module).__name__}: only Linear, Conv2d and "
+                        "Embedding layers can be product-quantised")
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new.to(pq.codebook.device))

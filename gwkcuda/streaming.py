@@ -1,4 +1,4 @@
-"""Streaming compression: a model's Linear layers clustered one at a time, each written to disk as
+"""Streaming compression: a model's Linear and Embedding layers clustered one at a time, each written to disk as
 soon as it is done, so that a model larger than the compute device fits, and a killed run loses at
 most one layer.
 
@@ -9,7 +9,7 @@ most one layer.
 Per layer: its weight and importances go to ``device``, are clustered (GWK-PQ: importance-weighted
 k-means of the d-long sub-vectors, ``gwkcuda.gwk.gwk_quantize``), the codes and codebook come back,
 are written atomically to ``<parts>/<layer>.gwk`` and the layer is swapped for a PQLinear on the
-host; the device copies are released before the next layer. So device memory holds one layer, its
+host (PQEmbedding for an embedding table); the device copies are released before the next layer. So device memory holds one layer, its
 importances and the clustering's work arrays at a time. The parts folder is valid after every
 layer: started again on it, stream_compress reloads the finished layers (checking that each holds
 the layer and the (d, k) asked for) and continues with the next one, ending with the same codes
@@ -30,14 +30,15 @@ from .nn import install_pq
 from .pq import PQConfig, PQWeight
 
 
-def linear_plan(model: nn.Module, d: int, k: int, min_weights: int = 4096, skip=()) -> Dict[str, PQConfig]:
-    """name -> PQConfig(d, k) for every nn.Linear with at least ``min_weights`` weights whose row
-    length divides by d, in model order; ``skip``: names (or name prefixes) to leave in float."""
+def layer_plan(model: nn.Module, d: int, k: int, min_weights: int = 4096, skip=()) -> Dict[str, PQConfig]:
+    """name -> PQConfig(d, k) for every nn.Linear and nn.Embedding with at least ``min_weights``
+    weights whose row length divides by d, in model order; ``skip``: names (or name prefixes) to
+    leave in float."""
     plan = {}
     for name, m in model.named_modules():
-        if not isinstance(m, nn.Linear) or any(name == s or name.startswith(s + ".") for s in skip):
+        if not isinstance(m, (nn.Linear, nn.Embedding)) or any(name == s or name.startswith(s + ".") for s in skip):
             continue
-        if m.weight.numel() >= min_weights and m.in_features % d == 0 and m.weight.numel() // d >= k:
+        if m.weight.numel() >= min_weights and m.weight.shape[1] % d == 0 and m.weight.numel() // d >= k:
             plan[name] = PQConfig(d, k)
     return plan
 
@@ -104,11 +105,11 @@ def _load_part(path: Path, config: PQConfig, shape) -> Optional[PQWeight]:
 def stream_compress(model: nn.Module, plan: Dict[str, PQConfig], importance: Optional[Dict[str, torch.Tensor]],
                     parts, *, iters: int = 25, seed: int = 0, device="cpu",
                     on_layer: Optional[Callable[[dict], None]] = None) -> dict:
-    """Clusters the Linear layers of ``plan`` one at a time on ``device`` and swaps each for a
-    PQLinear in ``model`` (in place, on the host), writing each to ``parts`` as it finishes.
+    """Clusters the Linear/Embedding layers of ``plan`` one at a time on ``device`` and swaps each
+    for a PQLinear/PQEmbedding in ``model`` (in place, on the host), writing each to ``parts`` as it finishes.
 
     Args:
-        plan: name -> PQConfig (see linear_plan); importance: name -> per-weight importance of the
+        plan: name -> PQConfig (see layer_plan); importance: name -> per-weight importance of the
             weight's shape (accumulate_importance), or None for plain k-means.
         parts: folder of the per-layer files; finished layers found there are reused (resume).
         on_layer: called with each layer's report entry as it finishes (progress).
@@ -121,8 +122,8 @@ def stream_compress(model: nn.Module, plan: Dict[str, PQConfig], importance: Opt
     rows = []
     for name, config in plan.items():
         layer = model.get_submodule(name)
-        if not isinstance(layer, nn.Linear):
-            raise TypeError(f"stream_compress: {name} is a {type(layer).__name__}, expected nn.Linear")
+        if not isinstance(layer, (nn.Linear, nn.Embedding)):
+            raise TypeError(f"stream_compress: {name} is a {type(layer).__name__}, expected nn.Linear or nn.Embedding")
         shape = tuple(layer.weight.shape)
         started = time.perf_counter()
         path = _part_path(parts, name)

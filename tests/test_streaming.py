@@ -8,8 +8,8 @@ from torch import nn
 
 from gwkcuda import model_file
 from gwkcuda.gwk import accumulate_importance, gwk_quantize
-from gwkcuda.nn import PQLinear
-from gwkcuda.streaming import linear_plan, stream_compress
+from gwkcuda.nn import PQEmbedding, PQLinear
+from gwkcuda.streaming import layer_plan, stream_compress
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -51,8 +51,8 @@ def calibration(model):
 def test_streaming_equals_each_layer_clustered_alone(tmp_path, device):
     model = tiny_transformer()
     tokens, run_backward = calibration(model)
-    plan = linear_plan(model, d=4, k=16, min_weights=1024)
-    assert len(plan) == 13 and all(isinstance(model.get_submodule(n), nn.Linear) for n in plan)
+    plan = layer_plan(model, d=4, k=16, min_weights=1024)
+    assert len(plan) == 14 and isinstance(model[0], nn.Embedding) and "0" in plan  # 12 in the blocks, head, embedding
     importance = accumulate_importance(model, plan, run_backward)
     weights = {n: model.get_submodule(n).weight.detach().clone() for n in plan}
     report = stream_compress(model, plan, importance, tmp_path / "parts", iters=5, device=device)
@@ -60,16 +60,28 @@ def test_streaming_equals_each_layer_clustered_alone(tmp_path, device):
     for name, config in plan.items():
         alone = gwk_quantize({name: weights[name]}, {name: config}, {name: importance[name]}, iters=5)[name]
         layer = model.get_submodule(name)
-        assert isinstance(layer, PQLinear)
+        assert isinstance(layer, PQEmbedding if name == "0" else PQLinear)
         assert torch.equal(layer.codes.cpu(), alone.codes)
         torch.testing.assert_close(layer.codebook.cpu(), alone.codebook)
     assert (tmp_path / "parts" / "1.q.gwk").exists()
+    tokens = tokens.to(device)
+    dense = copy.deepcopy(model)  # the decoded dense version gives the same outputs
+    for name in plan:
+        layer = model.get_submodule(name)
+        ref = nn.Embedding(*layer.weight_shape) if name == "0" else nn.Linear(layer.in_features, layer.out_features)
+        with torch.no_grad():
+            ref.weight.copy_(layer.decoded_weight())
+            if name != "0":
+                ref.bias.copy_(layer.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(dense.get_submodule(parent) if parent else dense, child, ref.to(device))
+    torch.testing.assert_close(model.to(device)(tokens), dense.to(device)(tokens), rtol=1e-5, atol=1e-5)
 
 
 def test_killed_run_resumes_to_the_same_file(tmp_path):
     base = tiny_transformer()
     _, run_backward = calibration(base)
-    plan = linear_plan(base, d=4, k=16, min_weights=1024)
+    plan = layer_plan(base, d=4, k=16, min_weights=1024)
     importance = accumulate_importance(base, plan, run_backward)
 
     full = copy.deepcopy(base)
@@ -98,7 +110,7 @@ def test_killed_run_resumes_to_the_same_file(tmp_path):
 
 def test_a_part_of_another_setting_is_recomputed(tmp_path):
     model = tiny_transformer()
-    plan16 = linear_plan(model, d=4, k=16, min_weights=1024)
+    plan16 = layer_plan(model, d=4, k=16, min_weights=1024)
     stream_compress(copy.deepcopy(model), plan16, None, tmp_path / "parts", iters=2)
     plan8 = {n: type(c)(c.d, 8) for n, c in plan16.items()}
     report = stream_compress(model, plan8, None, tmp_path / "parts", iters=2)
@@ -107,15 +119,16 @@ def test_a_part_of_another_setting_is_recomputed(tmp_path):
 
 
 def test_plan_skips_small_and_indivisible_layers():
-    model = nn.Sequential(nn.Linear(30, 64), nn.Linear(64, 64), nn.Linear(64, 2), nn.Linear(64, 128))
-    assert list(linear_plan(model, d=4, k=16, min_weights=1024)) == ["1", "3"]  # 30 % 4, 128 weights
-    assert list(linear_plan(model, d=4, k=16, min_weights=1024, skip=("3",))) == ["1"]
+    model = nn.Sequential(nn.Linear(30, 64), nn.Linear(64, 64), nn.Linear(64, 2), nn.Linear(64, 128),
+                          nn.Embedding(10, 64), nn.Embedding(100, 64))
+    assert list(layer_plan(model, d=4, k=16, min_weights=1024)) == ["1", "3", "5"]  # 30 % 4, 128 and 640 weights
+    assert list(layer_plan(model, d=4, k=16, min_weights=1024, skip=("3", "5"))) == ["1"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="device memory is measured on CUDA")
 def test_device_memory_stays_near_one_layer(tmp_path):
     model = nn.Sequential(*(nn.Linear(1024, 1024) for _ in range(6)))
-    plan = linear_plan(model, d=8, k=256)
+    plan = layer_plan(model, d=8, k=256)
     report = stream_compress(model, plan, None, tmp_path / "parts", iters=3, device="cuda")
     # One layer (4 MiB), its importances or none, and the k-means work arrays.
     assert report["peak_bytes"] < 3 * report["largest_layer_bytes"], report["peak_bytes"]
