@@ -88,7 +88,7 @@ def _rss() -> int:
         return 0
 
 
-def _part_path(parts: Path, name: str) -> Path:
+def part_path(parts: Path, name: str) -> Path:
     return parts / f"{name}.gwk"
 
 
@@ -126,7 +126,7 @@ def stream_compress(model: nn.Module, plan: Dict[str, PQConfig], importance: Opt
             raise TypeError(f"stream_compress: {name} is a {type(layer).__name__}, expected nn.Linear or nn.Embedding")
         shape = tuple(layer.weight.shape)
         started = time.perf_counter()
-        path = _part_path(parts, name)
+        path = part_path(parts, name)
         pq = _load_part(path, config, shape)
         resumed, peak = pq is not None, 0
         if pq is None:
