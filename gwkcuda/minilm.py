@@ -81,6 +81,11 @@ class Probe:
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((self.clf.predict(x.numpy()) == y.numpy()).mean())
 
+    @staticmethod
+    def empty_linear(dim: int = 384, classes: int = len(SUPERSENSES)) -> torch.nn.Linear:
+        """A probe-shaped layer to receive a probe broadcast from another process."""
+        return torch.nn.Linear(dim, classes)
+
     def as_linear(self, classes: int = len(SUPERSENSES)) -> torch.nn.Linear:
         """The probe as a torch layer, logits [N, classes] indexed by label, for calibration losses
         (a class the probe never saw gets logit -1e4)."""
