@@ -140,7 +140,10 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                 if beta is not None:
                     s = 1 + beta * s / s.mean().clamp_min(torch.finfo(s.dtype).tiny)
                 ws.append(s)
-        x, w, lengths = stack_problems(xs, ws)
+        if len(xs) == 1:  # one layer (as when streaming): no padding, so no copies of the weight
+            x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None
+        else:
+            x, w, lengths = stack_problems(xs, ws)
         result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
                                  show_progress=show_progress)
         for b, n in enumerate(names):

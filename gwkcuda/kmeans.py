@@ -164,9 +164,22 @@ def kmeanspp_init(x: torch.Tensor, weight: torch.Tensor, k: int, seed: int = 0) 
             p = torch.where(exhausted[:, None], weight, p)
         idx = _sample(p, gen)
         centroids[:, j] = xs[rows, idx]
-        dist = ((xs - centroids[:, j, None, :]) ** 2).sum(-1)
+        dist = _squared_distance(xs, centroids[:, j])
         nearest = dist if nearest is None else torch.minimum(nearest, dist)
     return centroids
+
+
+_CHUNK = 1 << 16  # points per slice of the elementwise work: temporaries of [B, 65536, d], not [B, N, d]
+
+
+def _squared_distance(xs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """[B, N]: squared distance of each point of xs [B, N, d] to c [B, d], a slice of points at a
+    time, so that a large layer never has two [B, N, d] temporaries (the values are the same)."""
+    out = xs.new_empty(xs.shape[:2])
+    for start in range(0, xs.shape[1], _CHUNK):
+        part = xs[:, start:start + _CHUNK]
+        out[:, start:start + _CHUNK] = ((part - c[:, None, :]) ** 2).sum(-1)
+    return out
 
 
 def _sample(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -229,8 +242,8 @@ def _all_finite(x, valid):
     when no element is NaN or infinite, unless it overflows, which only the exact check settles."""
     if valid is not None:  # padding may hold anything, finite or not
         x = torch.where(valid[..., None].to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
-    total = x.sum(dtype=torch.float64)
-    if bool(torch.isfinite(total)):
+    flat = x.reshape(-1)  # summed a slice at a time: sum(dtype=float64) casts its whole input first
+    if all(bool(torch.isfinite(part.sum(dtype=torch.float64))) for part in flat.split(16 * _CHUNK)):
         return True
     return bool(torch.isfinite(x).all())
 
