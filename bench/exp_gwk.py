@@ -50,6 +50,7 @@ def main():
                     help="fine-tune each arm on the first N (shuffled-order) training images")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--calib-batches", type=int, default=16)
+    ap.add_argument("--tag", default="", help="suffix of the arms' names (JSON files and checkpoints)")
     ap.add_argument("--float16", action="store_true", help="store float tensors as float16")
     ap.add_argument("--fold-batchnorm", action="store_true", help="store batch norms as scale and shift")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
@@ -82,7 +83,7 @@ def main():
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     flags = " --float16" * args.float16 + " --fold-batchnorm" * args.fold_batchnorm
     for method, d, k, seed in args.arms:
-        name = f"{method}_d{d}_k{k}_s{seed}"
+        name = f"{method}_d{d}_k{k}_s{seed}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
                            calib_batches=args.calib_batches, seed=seed)
@@ -100,7 +101,8 @@ def main():
                                    f"--float-epochs {args.float_epochs} --float-lr {args.float_lr} "
                                    f"--bits {args.bits} --qat-epochs {args.qat_epochs} --epochs {args.epochs} "
                                    f"--finetune-images {args.finetune_images} --lr {args.lr} "
-                                   f"--calib-batches {args.calib_batches}{flags} --arms {method}:{d}:{k}:{seed}")},
+                                   f"--calib-batches {args.calib_batches}{flags}" + (f" --tag {args.tag}" if args.tag else "")
+                                   + f" --arms {method}:{d}:{k}:{seed}")},
             "machine": machine(), "arm_seconds": time.perf_counter() - arm_started})
         _write_json(os.path.join(args.out, name + ".json"), report)
         r = report["ratios"]

@@ -24,15 +24,22 @@ def setting(r):
     return r["method"], r["settings"]["d"], r["settings"]["k"]
 
 
+def finetuning(r):
+    """The arm's fine-tuning: (epochs, training images per epoch)."""
+    return r["settings"]["epochs"], r["shared"]["finetune_images"]
+
+
 def settings_table(runs):
-    print("| method | d | k | bits/weight indices | bits/weight all | (a) indices only | (b) + codebooks | "
+    print("| method | d | k | fine-tuning | bits/weight indices | bits/weight all | (a) indices only | (b) + codebooks | "
           "(c) all-inclusive | file bytes | accuracy % (float) | drop, points | command |")
-    print("|" + "---|" * 12)
-    for r in sorted((r for r in runs if r["settings"]["seed"] == 0), key=lambda r: (-r["ratios"]["all_inclusive"], r["method"])):
+    print("|" + "---|" * 13)
+    for r in sorted((r for r in runs if r["settings"]["seed"] == 0),
+                    key=lambda r: (-r["ratios"]["all_inclusive"], finetuning(r), r["method"])):
         method, d, k = setting(r)
         bpw, ratios = r["bits_per_weight"], r["ratios"]
         acc, base = 100 * r["accuracy_full_test"], 100 * r["baseline_full_test"]
-        print(f"| {method} | {d} | {k} | {bpw['indices']:.3f} | {bpw['all_inclusive']:.3f} | "
+        epochs, images = finetuning(r)
+        print(f"| {method} | {d} | {k} | {epochs} x {images} images | {bpw['indices']:.3f} | {bpw['all_inclusive']:.3f} | "
               f"{ratios['indices_only']:.1f}x | {ratios['with_codebooks']:.1f}x | {ratios['all_inclusive']:.1f}x | "
               f"{r['file_bytes']} | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | `{r['shared']['command']}` |")
 
@@ -40,35 +47,37 @@ def settings_table(runs):
 def seeds_table(runs):
     groups = defaultdict(list)
     for r in runs:
-        groups[setting(r)].append(r)
-    print("| d | k | (c) all-inclusive | GWK accuracy %: mean (min-max), seeds | k-means accuracy %: mean (min-max), seeds | "
+        groups[setting(r) + finetuning(r)].append(r)
+    print("| d | k | fine-tuning | (c) all-inclusive | GWK accuracy %: mean (min-max), seeds | k-means accuracy %: mean (min-max), seeds | "
           "GWK - k-means, points |")
-    print("|---|---|---|---|---|---|")
-    pairs = sorted({(d, k) for _, d, k in groups}, key=lambda dk: (-dk[1], dk[0]))
-    for d, k in pairs:
+    print("|---|---|---|---|---|---|---|")
+    keys = sorted({key[1:] for key in groups}, key=lambda key: (-key[1], key[0], key[2:]))
+    for d, k, epochs, images in keys:
         cells, means = [], []
+        arms = {m: groups.get((m, d, k, epochs, images), []) for m in ("gwk", "kmeans")}
         for method in ("gwk", "kmeans"):
-            accs = [100 * r["accuracy_full_test"] for r in groups.get((method, d, k), [])]
+            accs = [100 * r["accuracy_full_test"] for r in arms[method]]
             if not accs:
                 cells.append("-")
                 means.append(None)
                 continue
             means.append(statistics.mean(accs))
             cells.append(f"{means[-1]:.2f} ({min(accs):.2f}-{max(accs):.2f}), {len(accs)}")
-        if None in means or min(len(groups[("gwk", d, k)]), len(groups[("kmeans", d, k)])) < 2:
+        if None in means or min(len(arms["gwk"]), len(arms["kmeans"])) < 2:
             continue  # the comparison needs both arms over several seeds
-        ratio = groups[("gwk", d, k)][0]["ratios"]["all_inclusive"]
-        print(f"| {d} | {k} | {ratio:.1f}x | {cells[0]} | {cells[1]} | {means[0] - means[1]:+.2f} |")
+        ratio = arms["gwk"][0]["ratios"]["all_inclusive"]
+        print(f"| {d} | {k} | {epochs} x {images} images | {ratio:.1f}x | {cells[0]} | {cells[1]} | {means[0] - means[1]:+.2f} |")
 
 
 def main(paths):
     runs = load(paths)
     r = runs[0]
     shared = r["shared"]
-    print(f"Float ResNet-20 (pretrained, fine-tuned {shared['float_epochs']} epoch(s) on the JPEG train split): "
-          f"{100 * r['baseline_full_test']:.2f}%; after EWGS QAT W{shared['qat']['bits']}A{shared['qat']['bits']} "
-          f"({shared['qat']['epochs']} epochs): {100 * r['qat_full_test']:.2f}%; each arm fine-tuned "
-          f"{r['settings']['epochs']} epoch(s) over {shared['finetune_images']} training images. {r['machine']}.\n")
+    print(f"Float ResNet-20 (pretrained, fine-tuned {shared['float_epochs']} epoch on the JPEG train split): "
+          f"{100 * r['baseline_full_test']:.2f}% on all 10,000 test images; after EWGS QAT "
+          f"W{shared['qat']['bits']}A{shared['qat']['bits']} ({shared['qat']['epochs']} epochs): "
+          f"{100 * r['qat_full_test']:.2f}%. Fine-tuning: epochs x training images per epoch, codes fixed. "
+          f"{r['machine']}.\n")
     settings_table(runs)
     print()
     seeds_table(runs)
