@@ -39,7 +39,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--glosses", type=int, default=8000, help="glosses: half for the probe, half judged")
     ap.add_argument("--calib", type=int, default=512, help="calibration glosses (from the probe half)")
-    ap.add_argument("--beta", type=float, default=1.0, help="importance 1 + beta * s / mean(s)")
+    ap.add_argument("--beta", type=float, default=1.0,
+                    help="sub-vector weight 1 + beta * s / mean(s) (GWKConfig.beta): every row keeps a weight")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--settings", type=parse_setting, nargs="+", default=[("gwk", 4, 256)])
     ap.add_argument("--workdir", default="minilm-work", help="per-layer parts (resumable) and files")
@@ -80,26 +81,20 @@ def main():
             F.cross_entropy(head(minilm.sentence_embedding(model, texts)), y).backward()
             after_each()
 
-    importance = {}
-    for method, d, k in args.settings:
-        if method == "gwk" and "abs" not in importance:
-            every = {n for p in plan.values() for n in p}
-            importance["abs"] = distributed.all_reduce_importance(
-                accumulate_importance(model, sorted(every), run_backward))
+    importance = None
+    if any(method == "gwk" for method, _, _ in args.settings):
+        every = sorted({n for p in plan.values() for n in p})
+        importance = distributed.all_reduce_importance(accumulate_importance(model, every, run_backward))
 
     for method, d, k in args.settings:
         name = f"{method}_d{d}_k{k}"
         arm_started = time.perf_counter()
         compressed = copy.deepcopy(model)
-        imp = None
-        if method == "gwk":
-            imp = {}
-            for n in plan[(d, k)]:
-                s = importance["abs"][n]
-                imp[n] = 1 + args.beta * s / s.mean().clamp_min(1e-30)
+        imp = {n: importance[n] for n in plan[(d, k)]} if method == "gwk" else None
         compress_started = time.perf_counter()
         report = distributed.stream_compress_distributed(
             compressed, plan[(d, k)], imp, os.path.join(args.workdir, name + ".parts"), iters=args.iters,
+            beta=args.beta if method == "gwk" else None,
             device=f"cuda:{rank % torch.cuda.device_count()}" if args.device == "cuda" else args.device)
         compress_seconds = time.perf_counter() - compress_started
         if rank != 0:

@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zlib
@@ -111,9 +112,7 @@ def _unpack(path: str, blobs: dict, index: dict) -> dict:
         for dtype, entries in index.items():
             blob, offset = blobs[dtype], 0
             for name, shape in entries:
-                numel = 1
-                for n in shape:
-                    numel *= n
+                numel = math.prod(shape)
                 tensors[name] = blob[offset:offset + numel].reshape(shape)
                 offset += numel
             if offset != blob.numel():

@@ -277,8 +277,7 @@ def describe(path) -> dict:
     for r in rows.values():
         r["bits_per_weight"] = (8 * r["bytes"] / r["weights"]) if r["weights"] else None
         r["share"] = r["bytes"] / file_bytes
-    for r in rows.values():
-        r["method"] = r["method"] or "plain"
+        r["method"] = r["method"] or "plain"  # a row of integer tensors only
     compressed = [r for r in rows.values() if r["method"] in ("pq", "binquant")]
     n_c = sum(r["weights"] for r in compressed)
     idx_bytes = sum(r["index_bytes"] for r in compressed)

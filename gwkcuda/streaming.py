@@ -103,14 +103,14 @@ def _load_part(path: Path, config: PQConfig, shape) -> Optional[PQWeight]:
 
 
 def stream_compress(model: nn.Module, plan: Dict[str, PQConfig], importance: Optional[Dict[str, torch.Tensor]],
-                    parts, *, iters: int = 25, seed: int = 0, device="cpu",
+                    parts, *, beta: Optional[float] = None, iters: int = 25, seed: int = 0, device="cpu",
                     on_layer: Optional[Callable[[dict], None]] = None) -> dict:
     """Clusters the Linear/Embedding layers of ``plan`` one at a time on ``device`` and swaps each
     for a PQLinear/PQEmbedding in ``model`` (in place, on the host), writing each to ``parts`` as it finishes.
 
     Args:
         plan: name -> PQConfig (see layer_plan); importance: name -> per-weight importance of the
-            weight's shape (accumulate_importance), or None for plain k-means.
+            weight's shape (accumulate_importance), or None for plain k-means; beta: see GWKConfig.
         parts: folder of the per-layer files; finished layers found there are reused (resume).
         on_layer: called with each layer's report entry as it finishes (progress).
     Returns:
@@ -133,7 +133,7 @@ def stream_compress(model: nn.Module, plan: Dict[str, PQConfig], importance: Opt
             with PeakMemory(device) as mem:
                 weight = layer.weight.detach().to(device)
                 imp = None if importance is None else {name: importance[name].to(device)}
-                pq = gwk_quantize({name: weight}, {name: config}, imp, iters=iters, seed=seed)[name]
+                pq = gwk_quantize({name: weight}, {name: config}, imp, beta=beta, iters=iters, seed=seed)[name]
                 pq = PQWeight(pq.codes.cpu(), pq.codebook.cpu(), pq.shape, pq.config)
                 del weight, imp
             peak = mem.peak
