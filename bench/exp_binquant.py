@@ -6,7 +6,8 @@ subset, accuracy reported on held-out images the search never saw.
 
 resnet20: the pretrained CIFAR ResNet-20 of the shared data folder; search on the first --search
 images of the first 5,000 CIFAR-10 JPEG test images, report on the last 5,000.
-kws: the project's keyword-spotting CNN trained on FSDD "train-fit" (recording index 10-49; cached
+kws, kws_tiny: the project's keyword-spotting CNN, or TensorFlow micro_speech's tiny_conv (the
+model family of the authors' speech notebook), trained on FSDD "train-fit" (recording index 10-49; cached
 after the first run); search on "train-val" (index 5-9, 300 recordings, never trained on), report
 on the official test split (index 0-4, 300).
 """
@@ -24,13 +25,15 @@ from gwkcuda import data, model_file, train  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 from gwkcuda.train import accuracy, search_score  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, quantize_uint8, save_binquant  # noqa: E402
-from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar  # noqa: E402
+from gwkcuda.models import build_model, load_checkpoint, resnet_cifar  # noqa: E402
 
 
-def train_kws(epochs=25, seed=0):
-    """The KWS CNN trained on FSDD train-fit (Adam 2e-3, cosine, batch 64), cached."""
-    path = data.cache_dir() / f"kws_fsdd_fit_e{epochs}_s{seed}.pt"
-    model = kws_cnn()
+def train_kws(name="kws_cnn", epochs=25, seed=0):
+    """A keyword spotter (kws_cnn or kws_tiny_conv) trained on FSDD train-fit (Adam 2e-3, cosine,
+    batch 64), cached."""
+    stem = "kws" if name == "kws_cnn" else name
+    path = data.cache_dir() / f"{stem}_fsdd_fit_e{epochs}_s{seed}.pt"
+    model = build_model(name)
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model
@@ -43,7 +46,8 @@ def train_kws(epochs=25, seed=0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["resnet20", "kws"], default="resnet20")
+    ap.add_argument("--model", choices=["resnet20", "kws", "kws_tiny"], default="resnet20",
+                    help="kws: the project's KWS CNN; kws_tiny: micro_speech's tiny_conv")
     ap.add_argument("--mode", choices=["perturb", "gradient"], default="perturb")
     ap.add_argument("--search", type=int, default=1000)
     ap.add_argument("--max-drop", type=float, default=1.0)
@@ -66,7 +70,8 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.manual_seed(0)
-    arch = {"name": "resnet20" if args.model == "resnet20" else "kws_cnn", "num_classes": 10,
+    arch = {"name": {"resnet20": "resnet20", "kws": "kws_cnn", "kws_tiny": "kws_tiny_conv"}[args.model],
+            "num_classes": 10,
             "in_channels": 3 if args.model == "resnet20" else 1}
     if args.model == "resnet20":
         model = load_checkpoint(resnet_cifar(20), data.data_root() / "pretrained" / "resnet20-12fca82f.th")
@@ -76,7 +81,7 @@ def main():
         xr, yr = x[5000:], labels[5000:]
         calib = (xs[:512], ys[:512])
     else:
-        model = train_kws()
+        model = train_kws(arch["name"])
         xs, ys = data.fsdd("train-val")
         xs, ys = xs[: args.search], ys[: args.search]
         xr, yr = data.fsdd("test")

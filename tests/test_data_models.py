@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gwkcuda import data
-from gwkcuda.models import kws_cnn, load_checkpoint, resnet_cifar
+from gwkcuda.models import build_model, kws_cnn, load_checkpoint, resnet_cifar
 
 SHARED = data.data_root()
 needs_shared = pytest.mark.skipif(not (SHARED / "cifar10-jpeg.tar.gz").exists(),
@@ -86,3 +86,11 @@ def test_mobilenetv2_cifar_shape_and_size():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert 2_200_000 < sum(p.numel() for p in model.parameters()) < 2_300_000
     assert build_model("mobilenetv2", 7, 1)(torch.randn(1, 1, 28, 28)).shape == (1, 7)
+
+
+def test_kws_tiny_conv_keeps_its_weights_in_the_classifier():
+    model = build_model("kws_tiny_conv")
+    assert model(torch.randn(2, 1, 129, 64)).shape == (2, 10)
+    fc = model[-1].weight.numel()
+    assert fc == 8 * 64 * 32 * 10  # 8 channels of a 64 x 32 map (stride 2 over 129 x 64)
+    assert fc / sum(p.numel() for p in model.parameters()) > 0.99

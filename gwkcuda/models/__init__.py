@@ -1,15 +1,15 @@
 """Model definitions used by the pipelines: CIFAR ResNets (option-A shortcuts, as the pretrained
-checkpoints in the shared data folder), MobileNetV2 for CIFAR, a small keyword-spotting CNN and a small digits CNN.
+checkpoints in the shared data folder), MobileNetV2 for CIFAR, two small keyword spotters (a CNN and micro_speech's tiny_conv) and a small digits CNN.
 
 :func:`build_model` makes any of them by name; a compressed file records that name so that
 ``gwkcuda evaluate`` can rebuild the architecture."""
 from .digits import digits_cnn
-from .kws import kws_cnn
+from .kws import kws_cnn, kws_tiny_conv
 from .mobilenetv2 import mobilenetv2_cifar
 from .resnet_cifar import load_checkpoint, resnet_cifar  # noqa: F401
 
 RESNET_DEPTHS = (20, 32, 44, 56, 110)
-MODEL_NAMES = ("digits_cnn", "kws_cnn", "mobilenetv2") + tuple(f"resnet{d}" for d in RESNET_DEPTHS)
+MODEL_NAMES = ("digits_cnn", "kws_cnn", "kws_tiny_conv", "mobilenetv2") + tuple(f"resnet{d}" for d in RESNET_DEPTHS)
 
 
 def build_model(name: str, num_classes: int = 10, in_channels: int = 1):
@@ -18,6 +18,8 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1):
         return digits_cnn(num_classes, in_channels)
     if name == "kws_cnn":
         return kws_cnn(num_classes, in_channels)
+    if name == "kws_tiny_conv":
+        return kws_tiny_conv(num_classes, in_channels)
     if name == "mobilenetv2":
         return mobilenetv2_cifar(num_classes, in_channels)
     if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in RESNET_DEPTHS:
