@@ -137,8 +137,8 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
             ws = []
             for n in names:
                 s = importance[n].detach().float().reshape(-1, d).sum(-1)
-                if beta is not None:
-                    s = 1 + beta * s / s.mean().clamp_min(torch.finfo(s.dtype).tiny)
+                if beta is not None:  # in place: a streamed layer gets no second point-sized array
+                    s.mul_(beta / s.mean().clamp_min(torch.finfo(s.dtype).tiny)).add_(1)
                 ws.append(s)
         if len(xs) == 1:  # one layer (as when streaming): no padding, so no copies of the weight
             x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None

@@ -26,6 +26,7 @@ from . import ops
 from .progress import progress
 
 SPLIT_SCALE = 1e-4
+_CHUNK = 1 << 16  # points per slice of the elementwise work: temporaries of [B, 65536, d], not [B, N, d]
 
 
 class KMeansResult(NamedTuple):
@@ -99,19 +100,19 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     xb = x if batched else x.unsqueeze(0)
     B, N, d = xb.shape
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    valid = _valid_mask(lengths, B, N, x.device)
-    n_valid = valid.sum(1)
-    _check_k(k, int(n_valid.min()))
+    valid = _valid_mask(lengths, B, N, x.device)  # None without padding: no point-sized mask
+    _check_k(k, N if valid is None else int(valid.sum(1).min()))
     if not isinstance(iters, int) or iters < 0:
         raise ValueError(f"weighted_kmeans: expected iters an int >= 0, got {iters!r}")
     if not tol >= 0:
         raise ValueError(f"weighted_kmeans: expected tol >= 0, got {tol!r}")
-    padded = lengths is not None
-    if not _all_finite(xb, valid if padded else None):
-        bad = (~torch.isfinite(xb) & valid[..., None].to(x.device)).nonzero()[0].tolist()
+    padded = valid is not None
+    if not _all_finite(xb, valid):
+        bad = ~torch.isfinite(xb)
+        bad = (bad & valid[..., None].to(x.device) if padded else bad).nonzero()[0].tolist()
         raise ValueError(f"weighted_kmeans: expected finite points, got {xb[tuple(bad)].item()} at "
                          f"x{bad if batched else bad[1:]}")
-    w = _effective_weight(weight, batched, B, N, valid if padded else None, acc, x.device)
+    w = _effective_weight(weight, batched, B, N, valid, acc, x.device)
 
     if isinstance(init, str):
         if init != "kmeans++":
@@ -120,7 +121,7 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     else:
         centroids = _check_init(init, batched, B, k, d).to(device=x.device, dtype=acc).contiguous()
 
-    variance = _mean_variance(xb.to(acc), valid if padded else None)
+    variance = _mean_variance(xb.to(acc), valid)
     thresholds = tol * variance
     scale = torch.where(variance > 0, variance.sqrt(), torch.ones_like(variance)).cpu()
     labels = torch.empty(B, N, dtype=torch.int64, device=x.device)  # reused by every iteration
@@ -133,13 +134,23 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
         n_iter = it + 1
         if bool((shift <= thresholds).all()):
             break
-    labels, sqdist = ops.kmeans_assign(xb, centroids)
-    inertia = (w * sqdist).sum(1)
+    inertia = _final_assignment(xb, w, centroids, labels)
     if padded:
-        labels = labels.masked_fill(~valid.to(x.device), -1)
+        labels.masked_fill_(~valid.to(x.device), -1)
     if not batched:
         return KMeansResult(centroids[0], labels[0], inertia[0], n_iter)
     return KMeansResult(centroids, labels, inertia, n_iter)
+
+
+def _final_assignment(xb, w, centroids, labels) -> torch.Tensor:
+    """Labels of the final centroids written into ``labels`` [B, N], a slice of points at a time
+    (no point-sized distance array); returns the inertia [B]."""
+    inertia = w.new_zeros(w.shape[0])
+    for start in range(0, xb.shape[1], _CHUNK):
+        part, sqdist = ops.kmeans_assign(xb[:, start:start + _CHUNK], centroids)
+        labels[:, start:start + _CHUNK] = part
+        inertia += (w[:, start:start + _CHUNK] * sqdist).sum(1)
+    return inertia
 
 
 def kmeanspp_init(x: torch.Tensor, weight: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
@@ -156,20 +167,15 @@ def kmeanspp_init(x: torch.Tensor, weight: torch.Tensor, k: int, seed: int = 0) 
     xs = x.to(acc)
     rows = torch.arange(B, device=x.device)
     centroids = xs.new_empty(B, k, d)
-    nearest = None
+    nearest = None  # [B, N], updated in place: the only point-sized array besides x and weight
     for j in range(k):
-        p = weight if nearest is None else weight * nearest
-        exhausted = p.sum(1) <= 0
-        if bool(exhausted.any()):
-            p = torch.where(exhausted[:, None], weight, p)
-        idx = _sample(p, gen)
+        idx = _sample(weight, nearest, gen)
         centroids[:, j] = xs[rows, idx]
-        dist = _squared_distance(xs, centroids[:, j])
-        nearest = dist if nearest is None else torch.minimum(nearest, dist)
+        if nearest is None:
+            nearest = _squared_distance(xs, centroids[:, j])
+        else:
+            _update_nearest(nearest, xs, centroids[:, j])
     return centroids
-
-
-_CHUNK = 1 << 16  # points per slice of the elementwise work: temporaries of [B, 65536, d], not [B, N, d]
 
 
 def _squared_distance(xs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -182,13 +188,57 @@ def _squared_distance(xs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _sample(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One index per row of p [B, N] (non-negative, positive sum), drawn proportionally to p.
-    Inverse-CDF sampling: no 2**24 category limit, and zero-probability entries never drawn."""
-    cdf = p.to(torch.float64).cumsum(1)
-    u = torch.rand(p.shape[0], 1, generator=gen, device=p.device, dtype=torch.float64) * cdf[:, -1:]
-    idx = torch.searchsorted(cdf, u, right=True).squeeze(1)
-    return idx.clamp_max(p.shape[1] - 1)
+def _update_nearest(nearest: torch.Tensor, xs: torch.Tensor, c: torch.Tensor) -> None:
+    """nearest [B, N] = min(nearest, squared distance to c [B, d]), in place, a slice at a time."""
+    for start in range(0, xs.shape[1], _CHUNK):
+        part = xs[:, start:start + _CHUNK]
+        near = nearest[:, start:start + _CHUNK]
+        torch.minimum(near, ((part - c[:, None, :]) ** 2).sum(-1), out=near)
+
+
+def _sample(weight: torch.Tensor, nearest: Optional[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    """One index per row, drawn with probability proportional to p = weight * nearest ([B, N],
+    non-negative), or to weight alone where nearest is None or p sums to zero in that row.
+
+    Inverse-CDF sampling (no 2**24 category limit; zero-probability entries never drawn) in two
+    stages, so that no [B, N] temporary is made: the float64 sums of slices of _CHUNK points pick
+    the slice, then the cumulative sum inside that slice picks the point."""
+    B, N = weight.shape
+    starts = range(0, N, _CHUNK)
+    # One float64 scratch slice for every chunk: a fresh temporary per chunk leaves the C heap
+    # fragmented (measured: about one point-sized array of resident memory that is never returned).
+    scratch = torch.empty(B, min(N, _CHUNK), dtype=torch.float64, device=weight.device)
+
+    def chunk_sums(product):
+        sums = []
+        for s in starts:
+            part = scratch[:, :min(_CHUNK, N - s)]
+            part.copy_(weight[:, s:s + _CHUNK])
+            if product:
+                part.mul_(nearest[:, s:s + _CHUNK])
+            sums.append(part.sum(1))
+        return torch.stack(sums, 1)
+
+    sums = chunk_sums(False)
+    use_nearest = torch.zeros(B, dtype=torch.bool, device=weight.device)
+    if nearest is not None:
+        product = chunk_sums(True)
+        use_nearest = product.sum(1) > 0
+        sums = torch.where(use_nearest[:, None], product, sums)
+    cdf = sums.cumsum(1)
+    u = torch.rand(B, 1, generator=gen, device=weight.device, dtype=torch.float64) * cdf[:, -1:]
+    chunk = torch.searchsorted(cdf, u, right=True).clamp_max(len(starts) - 1)
+    u = u - torch.where(chunk > 0, cdf.gather(1, (chunk - 1).clamp_min(0)), torch.zeros_like(u))
+    idx = chunk * _CHUNK + torch.arange(_CHUNK, device=weight.device)
+    inside = idx < N
+    idx = idx.clamp_max(N - 1)
+    p = weight.gather(1, idx)
+    if nearest is not None:
+        p = torch.where(use_nearest[:, None], p * nearest.gather(1, idx), p)
+    cdf = torch.where(inside, p, torch.zeros_like(p)).to(torch.float64).cumsum(1)
+    u = torch.minimum(u, cdf[:, -1:] * (1 - 2.0 ** -52))  # rounding never lands past the last positive entry
+    pick = torch.searchsorted(cdf, u, right=True).clamp_max(_CHUNK - 1)
+    return idx.gather(1, pick).squeeze(1)
 
 
 def _split_empty_clusters(centroids, cluster_weight, scale, seed, iteration):
@@ -228,8 +278,9 @@ def _check_k(k, n):
 
 
 def _valid_mask(lengths, B, N, device):
+    """[B, N] bool, False on padding; None when there is no padding (lengths None)."""
     if lengths is None:
-        return torch.ones(B, N, dtype=torch.bool, device=device)
+        return None
     lengths = torch.as_tensor(lengths, dtype=torch.int64)
     if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > N).any()):
         raise ValueError(f"weighted_kmeans: expected lengths [B] = [{B}] with values in 1..{N}, got "
@@ -238,12 +289,14 @@ def _valid_mask(lengths, B, N, device):
 
 
 def _all_finite(x, valid):
-    """True when every (valid) element of x is finite. Fast path: a float64 sum is finite exactly
-    when no element is NaN or infinite, unless it overflows, which only the exact check settles."""
+    """True when every (valid) element of x is finite. Fast path: a sum is finite exactly when no
+    element is NaN or infinite, unless it overflows, which only the exact check settles. float32
+    and float64 are summed in their own type (no cast copy), a slice at a time."""
     if valid is not None:  # padding may hold anything, finite or not
         x = torch.where(valid[..., None].to(x.device), x, torch.zeros((), dtype=x.dtype, device=x.device))
-    flat = x.reshape(-1)  # summed a slice at a time: sum(dtype=float64) casts its whole input first
-    if all(bool(torch.isfinite(part.sum(dtype=torch.float64))) for part in flat.split(16 * _CHUNK)):
+    flat = x.reshape(-1)
+    acc = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    if all(bool(torch.isfinite(part.sum(dtype=acc))) for part in flat.split(16 * _CHUNK)):
         return True
     return bool(torch.isfinite(x).all())
 

@@ -254,3 +254,33 @@ def test_integer_points_are_refused():
         weighted_kmeans(torch.ones(5, 2, dtype=torch.int64), k=2)
     with pytest.raises(RuntimeError, match="expected x of a floating-point dtype"):
         ops.kmeans_assign(torch.ones(1, 5, 2, dtype=torch.int64), torch.ones(1, 2, 2))
+
+
+@pytest.mark.parametrize("with_nearest", [False, True])
+def test_sampling_across_slices_follows_the_probabilities(monkeypatch, with_nearest):
+    """k-means++ draws in two stages (slice, then point); with slices of 8 points over 37 points
+    the empirical frequencies match p = weight * nearest, and zero-probability points never come."""
+    from gwkcuda import kmeans
+    monkeypatch.setattr(kmeans, "_CHUNK", 8)
+    gen = torch.Generator().manual_seed(0)
+    p = torch.rand(37, generator=gen, dtype=torch.float64)
+    p[[0, 7, 8, 20, 36]] = 0
+    rows = 40000  # one draw per row, all rows alike
+    weight = p.expand(rows, -1).contiguous()
+    nearest = None
+    if with_nearest:
+        nearest = torch.rand(37, generator=gen, dtype=torch.float64) + 0.5
+        p = p * nearest
+        nearest = nearest.expand(rows, -1).contiguous()
+    idx = kmeans._sample(weight, nearest, torch.Generator().manual_seed(1))
+    freq = torch.bincount(idx, minlength=37).double() / rows
+    assert freq[p == 0].sum() == 0
+    expected = p / p.sum()
+    assert torch.allclose(freq, expected, atol=4 * (expected * (1 - expected) / rows).sqrt().max())
+
+
+def test_sampling_falls_back_to_weight_when_every_distance_is_zero():
+    from gwkcuda import kmeans
+    weight = torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(50, -1).contiguous()
+    idx = kmeans._sample(weight, torch.zeros_like(weight), torch.Generator().manual_seed(0))
+    assert (idx == 1).all()
