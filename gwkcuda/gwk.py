@@ -118,28 +118,49 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
     """Product-quantises every weight of ``plan`` with (gradient-)weighted k-means, the layers that
     share (d, k) in one batched call (padded with zero-weight points).
 
+    A layer with groups > 1 (for example PQConfig(1, 2**bits, groups=rows): per-row scalar
+    clustering, as SqueezeLLM) is clustered on its own, its groups as a batch of problems, a slice
+    of groups at a time (about 2**20 points per call) so that its work arrays stay small.
+
     Args:
-        weights: name -> weight [N, ...]; plan: name -> PQConfig (groups must be 1).
+        weights: name -> weight [N, ...]; plan: name -> PQConfig.
         importance: name -> per-weight importance of the weight's shape, or None (plain k-means).
-        beta: see GWKConfig.
+        beta: see GWKConfig (the mean is over the whole layer).
     Returns:
-        name -> PQWeight (codes [N, K/d], codebook [1, k, d])."""
-    by_shape = {}
+        name -> PQWeight (codes [N, K/d], codebook [G, k, d])."""
+    def sub_weights(n, d):
+        """Per sub-vector [N*K/d]: the sum of its importances, nudged by beta; None for k-means."""
+        if importance is None:
+            return None
+        s = importance[n].detach().float().reshape(-1, d).sum(-1)
+        if beta is not None:  # in place: a streamed layer gets no second point-sized array
+            s.mul_(beta / s.mean().clamp_min(torch.finfo(s.dtype).tiny)).add_(1)
+        return s
+
+    def result_for(n, labels, centroids):
+        weight, cfg = weights[n], plan[n]
+        return PQWeight(labels.reshape(weight.shape[0], -1).to(cfg.code_dtype),
+                        centroids.to(weight.dtype).contiguous(), tuple(weight.shape), cfg)
+
+    by_shape, out = {}, {}
     for name, cfg in plan.items():
-        if cfg.groups != 1:
-            raise ValueError(f"gwk_quantize: expected groups = 1 for {name}, got {cfg.groups}")
-        by_shape.setdefault((cfg.d, cfg.k), []).append(name)
-    out = {}
+        if cfg.groups == 1:
+            by_shape.setdefault((cfg.d, cfg.k), []).append(name)
+            continue
+        G, d = cfg.groups, cfg.d
+        if weights[name].shape[0] % G:
+            raise ValueError(f"gwk_quantize: expected the {weights[name].shape[0]} rows of {name} to split "
+                             f"into groups = {G} equal groups")
+        x = weights[name].detach().float().reshape(G, -1, d)
+        w = sub_weights(name, d)
+        w = None if w is None else w.reshape(G, -1)
+        step = max(1, (1 << 20) // x.shape[1])
+        parts = [weighted_kmeans(x[g:g + step], None if w is None else w[g:g + step], k=cfg.k, iters=iters,
+                                 seed=seed, show_progress=show_progress) for g in range(0, G, step)]
+        out[name] = result_for(name, torch.cat([r.labels for r in parts]), torch.cat([r.centroids for r in parts]))
     for (d, k), names in by_shape.items():
         xs = [weights[n].detach().float().reshape(-1, d) for n in names]
-        ws = None
-        if importance is not None:
-            ws = []
-            for n in names:
-                s = importance[n].detach().float().reshape(-1, d).sum(-1)
-                if beta is not None:  # in place: a streamed layer gets no second point-sized array
-                    s.mul_(beta / s.mean().clamp_min(torch.finfo(s.dtype).tiny)).add_(1)
-                ws.append(s)
+        ws = None if importance is None else [sub_weights(n, d) for n in names]
         if len(xs) == 1:  # one layer (as when streaming): no padding, so no copies of the weight
             x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None
         else:
@@ -147,14 +168,8 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
                                  show_progress=show_progress)
         for b, n in enumerate(names):
-            weight = weights[n]
-            rows = weight.shape[0]
-            labels = result.labels[b, : xs[b].shape[0]]
-            cfg = plan[n]
-            out[n] = PQWeight(labels.reshape(rows, -1).to(cfg.code_dtype),
-                              result.centroids[b:b + 1].to(weight.dtype).contiguous(),
-                              tuple(weight.shape), cfg)
-    return out
+            out[n] = result_for(n, result.labels[b, : xs[b].shape[0]], result.centroids[b:b + 1])
+    return {n: out[n] for n in plan}
 
 
 def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:

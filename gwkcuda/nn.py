@@ -96,21 +96,23 @@ class PQConv2d(_PQBase):
 
 
 class PQEmbedding(_PQBase):
-    """An embedding table [num, dim] stored as codes [num, dim/d] into codebook [1, k, d]: a
-    lookup gathers the rows' codes, then their codewords. Input int64 [...] -> output [..., dim]."""
+    """An embedding table [num, dim] stored as codes [num, dim/d] into codebook [G, k, d] (rows
+    of group g = row // (num / G) use codebook g; G = 1: one codebook): a lookup gathers the rows'
+    codes, then their codewords. Input int64 [...] -> output [..., dim]."""
 
     def __init__(self, pq: PQWeight, padding_idx: Optional[int] = None):
         super().__init__()
-        if len(pq.shape) != 2 or pq.config.groups != 1:
-            raise ValueError(f"PQEmbedding: expected a 2-D table with one codebook, got shape {pq.shape}, "
-                             f"groups {pq.config.groups}")
+        if len(pq.shape) != 2:
+            raise ValueError(f"PQEmbedding: expected a 2-D table, got shape {pq.shape}")
         self.num_embeddings, self.embedding_dim = pq.shape
         self.padding_idx = padding_idx
         self._init_pq(pq, None)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        codes = F.embedding(idx, self.codes)  # [..., dim/d]
-        return self.codebook[0][codes.long()].reshape(*idx.shape, self.embedding_dim)
+        codes = F.embedding(idx, self.codes).long()  # [..., dim/d]
+        G, k, d = self.codebook.shape
+        group = torch.div(idx, self.num_embeddings // G, rounding_mode="floor")
+        return self.codebook.reshape(G * k, d)[group[..., None] * k + codes].reshape(*idx.shape, self.embedding_dim)
 
     def extra_repr(self):
         c = self.config

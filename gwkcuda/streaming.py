@@ -30,16 +30,21 @@ from .nn import install_pq
 from .pq import PQConfig, PQWeight
 
 
-def layer_plan(model: nn.Module, d: int, k: int, min_weights: int = 4096, skip=()) -> Dict[str, PQConfig]:
-    """name -> PQConfig(d, k) for every nn.Linear and nn.Embedding with at least ``min_weights``
-    weights whose row length divides by d, in model order; ``skip``: names (or name prefixes) to
-    leave in float."""
+def layer_plan(model: nn.Module, d: int, k: int, min_weights: int = 4096, skip=(),
+               per_row: bool = False) -> Dict[str, PQConfig]:
+    """name -> PQConfig for every nn.Linear and nn.Embedding with at least ``min_weights`` weights
+    whose row length divides by d, in model order; ``skip``: names (or name prefixes) to leave in
+    float. per_row=False: PQConfig(d, k), one codebook per layer; per_row=True: one codebook of k
+    entries per row (output feature), PQConfig(d, k, groups=rows): with d = 1 this is per-row
+    scalar clustering, as SqueezeLLM does."""
     plan = {}
     for name, m in model.named_modules():
         if not isinstance(m, (nn.Linear, nn.Embedding)) or any(name == s or name.startswith(s + ".") for s in skip):
             continue
-        if m.weight.numel() >= min_weights and m.weight.shape[1] % d == 0 and m.weight.numel() // d >= k:
-            plan[name] = PQConfig(d, k)
+        rows, cols = m.weight.shape
+        points = cols // d if per_row else rows * cols // d
+        if m.weight.numel() >= min_weights and cols % d == 0 and points >= k:
+            plan[name] = PQConfig(d, k, groups=rows if per_row else 1)
     return plan
 
 
@@ -93,7 +98,7 @@ def part_path(parts: Path, name: str) -> Path:
 
 
 def _load_part(path: Path, config: PQConfig, shape) -> Optional[PQWeight]:
-    """The finished layer in ``path``, or None when it is missing or holds another shape or (d, k)."""
+    """The finished layer in ``path``, or None when it is missing or holds another shape or (d, k, groups)."""
     if not path.exists():
         return None
     pq = PQWeight.load(path)

@@ -132,3 +132,35 @@ def test_device_memory_stays_near_one_layer(tmp_path):
     report = stream_compress(model, plan, None, tmp_path / "parts", iters=3, device="cuda")
     # One layer (4 MiB), its importances or none, and the k-means work arrays.
     assert report["peak_bytes"] < 3 * report["largest_layer_bytes"], report["peak_bytes"]
+
+
+def test_per_row_scalar_clustering_is_as_good_as_sklearn_per_row(tmp_path):
+    """SqueezeLLM-style: one 4-entry codebook per row (d = 1, groups = rows); a layer's squared
+    error, summed over its rows, is within 5% of scikit-learn's k-means (k-means++, one run) on each
+    row alone, and the compressed model (PQLinear, and PQEmbedding with per-row codebooks) equals
+    its decoded dense copy."""
+    KMeans = pytest.importorskip("sklearn.cluster").KMeans
+    model = tiny_transformer()
+    tokens, _ = calibration(model)
+    plan = layer_plan(model, d=1, k=4, min_weights=1024, per_row=True)
+    assert plan["0"].groups == 50 and plan["1.up"].groups == 128 and plan["1.up"].d == 1
+    weights = {n: model.get_submodule(n).weight.detach().clone() for n in plan}
+    stream_compress(model, plan, None, tmp_path / "parts", iters=50)
+    dense = copy.deepcopy(model)
+    for name in plan:
+        decoded = model.get_submodule(name).pq_weight().decode()
+        assert all(len(row.unique()) <= 4 for row in decoded)
+        if name in ("0", "1.up", "2.down"):
+            ours = float(((weights[name].double() - decoded.double()) ** 2).sum())
+            theirs = sum(KMeans(4, n_init=1, random_state=r).fit(row.reshape(-1, 1)).inertia_
+                         for r, row in enumerate(weights[name].double().numpy()))
+            assert ours <= 1.05 * theirs, (name, ours, theirs)
+        parent, _, child = name.rpartition(".")
+        old = weights[name]
+        layer = (nn.Embedding(*old.shape) if name == "0" else nn.Linear(old.shape[1], old.shape[0]))
+        layer.weight.data = decoded
+        if name != "0":
+            layer.bias.data = model.get_submodule(name).bias.detach()
+        setattr(dense.get_submodule(parent) if parent else dense, child, layer)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), dense(tokens), rtol=1e-5, atol=1e-5)
