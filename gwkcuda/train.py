@@ -95,7 +95,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
           augment: Optional[Callable] = None, seed: int = 0, device="cpu",
           show_progress: bool = False, desc: str = "train",
           checkpoint: Optional[os.PathLike] = None,
-          on_epoch: Optional[Callable[[int, float], None]] = None) -> list:
+          on_epoch: Optional[Callable[[int, float], None]] = None, shard=(0, 1)) -> list:
     """Adam with a cosine schedule over ``epochs`` on (x, y); returns the mean loss per epoch.
 
     params: the parameters (or Adam parameter groups, each with its own lr) to train; default all
@@ -104,7 +104,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     before it. checkpoint: a file written (atomically) after every epoch with the model,
     optimiser and schedule; if it exists when training starts, training resumes after its last
     epoch and ends exactly as an uninterrupted run. on_epoch(epoch, mean_loss) runs after each
-    epoch, before the checkpoint is written.
+    epoch, before the checkpoint is written. shard=(rank, world): this process trains on the rows
+    rank, rank + world, ... of every batch, the batch cut to a multiple of world (data parallel;
+    see gwkcuda.distributed.train_ddp).
     """
     params = list(model.parameters() if params is None else params)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -127,6 +129,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
         total, count = 0.0, 0
         for i in range(0, len(x), batch):
             b = order[i:i + batch]
+            if shard[1] > 1:  # equal shares, so that every rank takes part in every step
+                b = b[: len(b) - len(b) % shard[1]][shard[0]::shard[1]]
+                if len(b) == 0:
+                    continue
             xb = x[b]
             if augment is not None:
                 xb = augment(xb, gen)
