@@ -23,6 +23,10 @@ SHAPES = [
     ("many small: 256 x 4096 pts, d=4, k=16", 256, 4096, 4, 16),
     ("per-row scalar: 4096 rows x 4096, d=1, k=16", 4096, 4096, 1, 16),
     ("one large: 1M pts, d=8, k=256", 1, 1 << 20, 8, 256),
+    # all-MiniLM-L6-v2's feed-forward layers (1536 x 384): per-row scalar clustering at 3 bits,
+    # and the layer's 2-long sub-vectors clustered together (GWK-PQ d = 2, k = 128)
+    ("MiniLM FFN layer per row: 1536 rows x 384, d=1, k=8", 1536, 384, 1, 8),
+    ("MiniLM FFN layer as one problem: 294,912 pts, d=2, k=128", 1, 294912, 2, 128),
 ]
 
 

@@ -138,9 +138,10 @@ def quantize(v: torch.Tensor, edges: List[float], rule: str = "midpoint", intege
 
 
 def compressible_layers(model: nn.Module, min_weights: int):
-    """(name, module) of every Conv/Linear layer with at least min_weights weights, largest first."""
+    """(name, module) of every Conv/Linear/Embedding layer with at least min_weights weights,
+    largest first."""
     found = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and m.weight.numel() >= min_weights]
+             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)) and m.weight.numel() >= min_weights]
     return sorted(found, key=lambda nm: -nm[1].weight.numel())
 
 
@@ -329,7 +330,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
 
     units = [_Unit(u, uint8) for u in _units(model, config)]
     if not units:
-        raise ValueError(f"bin_and_quant: no Conv/Linear layer with >= {config.min_weights} weights")
+        raise ValueError(f"bin_and_quant: no Conv/Linear/Embedding layer with >= {config.min_weights} weights")
     importance = {}
     if config.sensitivity == "gradient":
         if grad_fn is None:

@@ -112,6 +112,17 @@ def accumulate_importance(model: nn.Module, names, run_backward: Callable[[Calla
     return acc
 
 
+_POINTS_PER_CALL = 1 << 16  # per-row clustering: points per batched call (work arrays of ~1 MiB)
+
+
+def _nudge(s: torch.Tensor, beta: Optional[float], mean: float) -> torch.Tensor:
+    """Sub-vector weights s -> 1 + beta * s / mean (GWKConfig.beta; mean: over the whole layer), in
+    place, so that a streamed layer gets no second point-sized array; s itself when beta is None."""
+    if beta is not None:
+        s.mul_(beta / max(mean, torch.finfo(torch.float32).tiny)).add_(1)
+    return s
+
+
 def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                  importance: Optional[Dict[str, torch.Tensor]] = None, *, beta: Optional[float] = None,
                  iters: int = 25, seed: int = 0, show_progress: bool = False) -> Dict[str, PQWeight]:
@@ -120,7 +131,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
 
     A layer with groups > 1 (for example PQConfig(1, 2**bits, groups=rows): per-row scalar
     clustering, as SqueezeLLM) is clustered on its own, its groups as a batch of problems, a slice
-    of groups at a time (about 2**20 points per call) so that its work arrays stay small.
+    of groups at a time (about 2**16 points per call) so that its work arrays stay small.
 
     Args:
         weights: name -> weight [N, ...]; plan: name -> PQConfig.
@@ -133,9 +144,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         if importance is None:
             return None
         s = importance[n].detach().float().reshape(-1, d).sum(-1)
-        if beta is not None:  # in place: a streamed layer gets no second point-sized array
-            s.mul_(beta / s.mean().clamp_min(torch.finfo(s.dtype).tiny)).add_(1)
-        return s
+        return _nudge(s, beta, float(s.mean()))
 
     def result_for(n, labels, centroids):
         weight, cfg = weights[n], plan[n]
@@ -152,12 +161,16 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
             raise ValueError(f"gwk_quantize: expected the {weights[name].shape[0]} rows of {name} to split "
                              f"into groups = {G} equal groups")
         x = weights[name].detach().float().reshape(G, -1, d)
-        w = sub_weights(name, d)
-        w = None if w is None else w.reshape(G, -1)
-        step = max(1, (1 << 20) // x.shape[1])
-        parts = [weighted_kmeans(x[g:g + step], None if w is None else w[g:g + step], k=cfg.k, iters=iters,
-                                 seed=seed, show_progress=show_progress) for g in range(0, G, step)]
-        out[name] = result_for(name, torch.cat([r.labels for r in parts]), torch.cat([r.centroids for r in parts]))
+        imp = None if importance is None else importance[name].detach().float().reshape(G, -1, d)
+        mean = None if imp is None else float(imp.sum()) / (imp.numel() // d)  # over the whole layer
+        codes = torch.empty(x.shape[:2], dtype=cfg.code_dtype, device=x.device)
+        codebook = x.new_empty(G, cfg.k, d)
+        step = max(1, _POINTS_PER_CALL // x.shape[1])
+        for g in range(0, G, step):  # small work arrays; results go straight into codes and codebook
+            w = None if imp is None else _nudge(imp[g:g + step].sum(-1), beta, mean)
+            r = weighted_kmeans(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
+            codes[g:g + step], codebook[g:g + step] = r.labels, r.centroids
+        out[name] = result_for(name, codes, codebook)
     for (d, k), names in by_shape.items():
         xs = [weights[n].detach().float().reshape(-1, d) for n in names]
         ws = None if importance is None else [sub_weights(n, d) for n in names]

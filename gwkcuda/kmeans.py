@@ -229,7 +229,8 @@ def _sample(weight: torch.Tensor, nearest: Optional[torch.Tensor], gen: torch.Ge
     u = torch.rand(B, 1, generator=gen, device=weight.device, dtype=torch.float64) * cdf[:, -1:]
     chunk = torch.searchsorted(cdf, u, right=True).clamp_max(len(starts) - 1)
     u = u - torch.where(chunk > 0, cdf.gather(1, (chunk - 1).clamp_min(0)), torch.zeros_like(u))
-    idx = chunk * _CHUNK + torch.arange(_CHUNK, device=weight.device)
+    width = min(N, _CHUNK)
+    idx = chunk * _CHUNK + torch.arange(width, device=weight.device)
     inside = idx < N
     idx = idx.clamp_max(N - 1)
     p = weight.gather(1, idx)
@@ -237,7 +238,7 @@ def _sample(weight: torch.Tensor, nearest: Optional[torch.Tensor], gen: torch.Ge
         p = torch.where(use_nearest[:, None], p * nearest.gather(1, idx), p)
     cdf = torch.where(inside, p, torch.zeros_like(p)).to(torch.float64).cumsum(1)
     u = torch.minimum(u, cdf[:, -1:] * (1 - 2.0 ** -52))  # rounding never lands past the last positive entry
-    pick = torch.searchsorted(cdf, u, right=True).clamp_max(_CHUNK - 1)
+    pick = torch.searchsorted(cdf, u, right=True).clamp_max(width - 1)
     return idx.gather(1, pick).squeeze(1)
 
 
