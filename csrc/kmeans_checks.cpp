@@ -84,9 +84,10 @@ KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::opti
 }
 
 void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& labels) {
-  TORCH_CHECK(labels.scalar_type() == at::kLong && labels.dim() == 2 && labels.size(0) == in.B &&
-                  labels.size(1) == in.N && labels.is_contiguous(),
-              op, ": expected a contiguous int64 labels buffer of shape [", in.B, ", ", in.N,
+  TORCH_CHECK((labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt) &&
+                  labels.dim() == 2 && labels.size(0) == in.B && labels.size(1) == in.N &&
+                  labels.is_contiguous(),
+              op, ": expected a contiguous int64 or int32 labels buffer of shape [", in.B, ", ", in.N,
               "], got ", labels.scalar_type(), " ", shape_of(labels));
   TORCH_CHECK(labels.device() == in.x.device(), op, ": expected labels on ", in.x.device(), ", got ",
               labels.device());

@@ -179,7 +179,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         else:
             x, w, lengths = stack_problems(xs, ws)
         result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, labels_dtype=torch.int32)
         del x, w, ws  # the point weights go before the codes are made
         for b, n in enumerate(names):
             out[n] = result_for(n, result.labels[b, : xs[b].shape[0]], result.centroids[b:b + 1])

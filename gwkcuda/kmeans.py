@@ -30,7 +30,8 @@ _CHUNK = 1 << 16  # points per slice of the elementwise work: temporaries of [B,
 
 
 class KMeansResult(NamedTuple):
-    """centroids [k, d] (or [B, k, d]); labels int64 [N] (or [B, N]; -1 on padding); inertia:
+    """centroids [k, d] (or [B, k, d]); labels int64 (or int32, see weighted_kmeans) [N] (or
+    [B, N]; -1 on padding); inertia:
     sum of weight * squared distance to the final centroids, a 0-d tensor (or [B]); n_iter: the
     Lloyd iterations run (the largest over the batch)."""
     centroids: torch.Tensor
@@ -77,7 +78,7 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
                     iters: int = 50, tol: float = 1e-4,
                     init: Union[str, torch.Tensor] = "kmeans++", seed: int = 0,
                     lengths: Optional[Union[torch.Tensor, Sequence[int]]] = None,
-                    show_progress: bool = False) -> KMeansResult:
+                    show_progress: bool = False, labels_dtype: torch.dtype = torch.int64) -> KMeansResult:
     """Weighted k-means (Lloyd) of one problem or a batch of B problems.
 
     Args:
@@ -93,8 +94,10 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
         seed: seeds k-means++ and the empty-cluster rule.
         lengths: per-problem lengths [B] when problems are padded (see :func:`stack_problems`).
         show_progress: a progress bar over the Lloyd iterations.
+        labels_dtype: torch.int64, or torch.int32 to halve the largest work array (labels are
+            the k-means' only array of a layer's size besides x and weight).
     Returns:
-        KMeansResult(centroids, labels, inertia, n_iter); batch dimension as in x.
+        KMeansResult(centroids, labels (in labels_dtype), inertia, n_iter); batch dimension as in x.
     """
     batched = _check_x(x)
     xb = x if batched else x.unsqueeze(0)
@@ -124,7 +127,9 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     variance = _mean_variance(xb.to(acc), valid)
     thresholds = tol * variance
     scale = torch.where(variance > 0, variance.sqrt(), torch.ones_like(variance)).cpu()
-    labels = torch.empty(B, N, dtype=torch.int64, device=x.device)  # reused by every iteration
+    if labels_dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"weighted_kmeans: expected labels_dtype torch.int64 or torch.int32, got {labels_dtype}")
+    labels = torch.empty(B, N, dtype=labels_dtype, device=x.device)  # reused by every iteration
     n_iter = 0
     for it in progress(range(iters), show_progress, desc=f"k-means ({B} x {N} x {d}, k={k})", unit="it", leave=False):
         new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, centroids, labels_out=labels)

@@ -93,8 +93,8 @@ def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor, labels_out=
 
     Args:
         x: [B, N, d] float; weight: [B, N] finite, non-negative, or None; centroids: [B, k, d].
-        labels_out: optional contiguous int64 [B, N] buffer the labels are written into (saves
-            an allocation per iteration when iterating).
+        labels_out: optional contiguous int64 or int32 [B, N] buffer the labels are written into
+            (saves an allocation per iteration when iterating; int32 halves it).
     Returns:
         (new_centroids [B, k, d], labels int64 [B, N], cluster_weight [B, k], inertia [B]).
         labels and inertia (sum of weight * squared distance) refer to the input centroids; a
@@ -132,8 +132,8 @@ def _gwk_lloyd_step_fake(x, weight, centroids):
 @torch.library.register_fake("gwkcuda::gwk_lloyd_step_into")
 def _gwk_lloyd_step_into_fake(x, weight, centroids, labels):
     new, _, cluster_weight, inertia = _gwk_lloyd_step_fake(x, weight, centroids)
-    torch._check(labels.dtype == torch.int64 and tuple(labels.shape) == tuple(x.shape[:2]),
-                 lambda: f"gwk_lloyd_step: expected an int64 labels buffer of shape {list(x.shape[:2])}")
+    torch._check(labels.dtype in (torch.int64, torch.int32) and tuple(labels.shape) == tuple(x.shape[:2]),
+                 lambda: f"gwk_lloyd_step: expected an int64 or int32 labels buffer of shape {list(x.shape[:2])}")
     return new, cluster_weight, inertia
 
 

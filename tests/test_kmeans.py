@@ -6,7 +6,7 @@ import torch
 from gwkcuda import ops, reference
 from gwkcuda.kmeans import kmeanspp_init, stack_problems, weighted_kmeans
 
-from .conftest import needs_cuda
+from .conftest import DEVICES, needs_cuda
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
@@ -284,3 +284,24 @@ def test_sampling_falls_back_to_weight_when_every_distance_is_zero():
     weight = torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(50, -1).contiguous()
     idx = kmeans._sample(weight, torch.zeros_like(weight), torch.Generator().manual_seed(0))
     assert (idx == 1).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_int32_labels_buffer_gives_the_same_clustering(device):
+    """gwk_lloyd_step writes into an int32 buffer as into an int64 one, and weighted_kmeans with
+    labels_dtype=torch.int32 (what streaming uses: half the memory) gives the same result."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 700, 3, generator=gen).to(device)
+    w = torch.rand(2, 700, generator=gen).to(device)
+    c = x[:, :9].clone()
+    l64 = torch.empty(2, 700, dtype=torch.int64, device=device)
+    l32 = torch.empty(2, 700, dtype=torch.int32, device=device)
+    a = ops.gwk_lloyd_step(x, w, c, labels_out=l64)
+    b = ops.gwk_lloyd_step(x, w, c, labels_out=l32)
+    assert torch.equal(l64, l32.long()) and torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    r64 = weighted_kmeans(x, w, k=9, iters=8, lengths=[700, 650])
+    r32 = weighted_kmeans(x, w, k=9, iters=8, lengths=[700, 650], labels_dtype=torch.int32)
+    assert r32.labels.dtype == torch.int32 and torch.equal(r64.labels, r32.labels.long())
+    assert torch.equal(r64.centroids, r32.centroids)
+    with pytest.raises(RuntimeError, match="int64 or int32 labels buffer"):
+        ops.gwk_lloyd_step(x, w, c, labels_out=torch.empty(2, 700, dtype=torch.int16, device=device))

@@ -187,9 +187,10 @@ inline bool accumulate_point(double* row, int d, int64_t k, const acc_t* x, acc_
 }
 
 // gwk_lloyd_step over one chunk: assign, then accumulate into the task's row. False on a bad weight.
-template <typename acc_t>
+// label_t: int64_t, or int32_t for a buffer of half the size (a large layer's labels dominate).
+template <typename acc_t, typename label_t>
 bool lloyd_chunk(const acc_t* x, const acc_t* w, int64_t n, int d, const acc_t* centroids,
-                 int64_t k, int64_t* labels, double* row) {
+                 int64_t k, label_t* labels, double* row) {
   constexpr int P = tile_points<acc_t>();
   TileAssigner<acc_t> assign(d, centroids, k);
   int32_t lab[P];
@@ -300,13 +301,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
     const scalar_t* x = in.x.const_data_ptr<scalar_t>();
     const scalar_t* w = in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* c = in.centroids.const_data_ptr<scalar_t>();
-    int64_t* lab = labels.mutable_data_ptr<int64_t>();
-    for_each_task(plan, in.N, &rows, [&](int64_t b, int64_t begin, int64_t n, double* row) {
-      const int64_t at = b * in.N + begin;
-      const bool ok = lloyd_chunk(x + at * in.d, w != nullptr ? w + at : nullptr, n,
-                                  static_cast<int>(in.d), c + b * in.k * in.d, in.k, lab + at, row);
-      if (!ok) weights_ok.store(false, std::memory_order_relaxed);
-    });
+    const auto run = [&](auto* lab) {
+      for_each_task(plan, in.N, &rows, [&](int64_t b, int64_t begin, int64_t n, double* row) {
+        const int64_t at = b * in.N + begin;
+        const bool ok = lloyd_chunk(x + at * in.d, w != nullptr ? w + at : nullptr, n,
+                                    static_cast<int>(in.d), c + b * in.k * in.d, in.k, lab + at, row);
+        if (!ok) weights_ok.store(false, std::memory_order_relaxed);
+      });
+    };
+    if (labels.scalar_type() == at::kInt) {
+      run(labels.mutable_data_ptr<int32_t>());
+    } else {
+      run(labels.mutable_data_ptr<int64_t>());
+    }
   });
   TORCH_CHECK(weights_ok.load(), describe_bad_weight("gwk_lloyd_step", in.weight));
   const auto totals = sum_task_rows(rows, plan, in.B);

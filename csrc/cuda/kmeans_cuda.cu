@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 
 #include "../core/kmeans.h"
 #include "../kmeans_checks.h"
@@ -52,9 +53,10 @@ __global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restri
 }
 
 // Assign (when centroids are given) or read labels, then accumulate. bad: 1 = label, 2 = weight.
-template <typename acc_t>
+// label_t: int64_t, or int32_t for gwk_lloyd_step's half-size labels buffer.
+template <typename acc_t, typename label_t>
 __global__ void accumulate_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ weight,
-                                  const acc_t* __restrict__ centroids, int64_t* __restrict__ labels,
+                                  const acc_t* __restrict__ centroids, label_t* __restrict__ labels,
                                   int64_t N, int64_t total, int d, int64_t k, acc_t* __restrict__ sums,
                                   acc_t* __restrict__ wsums, acc_t* __restrict__ inertia,
                                   int* __restrict__ bad) {
@@ -64,7 +66,7 @@ __global__ void accumulate_kernel(const acc_t* __restrict__ x, const acc_t* __re
     int64_t j;
     if (centroids != nullptr) {
       j = kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best);
-      labels[p] = j;
+      labels[p] = static_cast<label_t>(j);
     } else {
       j = labels[p];
       if (j < 0 || j >= k) {
@@ -115,14 +117,22 @@ void accumulate_checked(const char* op, const KMeansInputs& in, at::Tensor& labe
   auto bad = at::zeros({1}, in.x.options().dtype(at::kInt));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.acc, "accumulate_cuda", [&] {
-    accumulate_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        in.x.const_data_ptr<scalar_t>(),
-        in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr,
-        in.centroids.defined() ? in.centroids.const_data_ptr<scalar_t>() : nullptr,
-        labels.mutable_data_ptr<int64_t>(), in.N, total, static_cast<int>(in.d), in.k,
-        sums.mutable_data_ptr<scalar_t>(), wsums.mutable_data_ptr<scalar_t>(),
-        inertia != nullptr ? inertia->mutable_data_ptr<scalar_t>() : nullptr,
-        bad.mutable_data_ptr<int>());
+    const auto launch = [&](auto* lab) {
+      using label_t = std::remove_pointer_t<decltype(lab)>;
+      accumulate_kernel<scalar_t, label_t><<<blocks_for(total), kThreads, 0, stream>>>(
+          in.x.const_data_ptr<scalar_t>(),
+          in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr,
+          in.centroids.defined() ? in.centroids.const_data_ptr<scalar_t>() : nullptr,
+          lab, in.N, total, static_cast<int>(in.d), in.k,
+          sums.mutable_data_ptr<scalar_t>(), wsums.mutable_data_ptr<scalar_t>(),
+          inertia != nullptr ? inertia->mutable_data_ptr<scalar_t>() : nullptr,
+          bad.mutable_data_ptr<int>());
+    };
+    if (labels.scalar_type() == at::kInt) {
+      launch(labels.mutable_data_ptr<int32_t>());
+    } else {
+      launch(labels.mutable_data_ptr<int64_t>());
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   const int status = bad.item<int>();
