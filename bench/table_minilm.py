@@ -21,14 +21,13 @@ def main(paths):
             runs.append(json.load(f))
     runs.sort(key=lambda r: (-r["ratios"]["all_inclusive"], r["method"], r.get("processes", 1)))
     print("| method | setting | processes | bits/weight indices | (c) all-inclusive | probe accuracy % (float) | "
-          "drop, points | mean cosine | compression s | compression peak MiB (process max) |")
+          "drop, points | mean cosine | compression s | max resident set per process, MiB |")
     print("|" + "---|" * 10)
     for r in runs:
         acc, base = 100 * r["probe_accuracy"], 100 * r["float_probe_accuracy"]
         print(f"| {r['method']} | {setting(r)} | {r.get('processes', 1)} | {r['bits_per_weight']['indices']:.2f} | "
               f"{r['ratios']['all_inclusive']:.2f}x | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | "
-              f"{r['mean_cosine']:.4f} | {r['compress_seconds']:.0f} | "
-              f"{r['compress_peak_bytes'] / 2**20:.0f} ({r['max_rss_bytes'] / 2**20:.0f}) |")
+              f"{r['mean_cosine']:.4f} | {r['compress_seconds']:.0f} | {r['max_rss_bytes'] / 2**20:.0f} |")
     if runs:
         r = runs[0]
         print(f"\n{r['glosses'] // 2} glosses train the probe, {r['glosses'] - r['glosses'] // 2} are judged; "
