@@ -77,7 +77,10 @@ def main():
     ap.add_argument("--glosses", type=int, default=8000, help="glosses: half for the probe, half judged")
     ap.add_argument("--calib", type=int, default=512, help="calibration glosses (from the probe half)")
     ap.add_argument("--beta", type=float, default=1.0,
-                    help="sub-vector weight 1 + beta * s / mean(s) (GWKConfig.beta): every row keeps a weight")
+                    help="sub-vector weight 1 + beta * s / mean(s) (GWKConfig.beta): every row keeps a "
+                         "weight; a negative value uses s itself (SqueezeLLM's Fisher weighting with --importance square)")
+    ap.add_argument("--importance", choices=["abs", "square"], default="abs",
+                    help="per-weight importance: sum of |g| or of g^2 (the Fisher diagonal) over the calibration glosses")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--search", type=int, default=1000, help="Bin & Quant search glosses (from the probe half)")
     ap.add_argument("--settings", type=parse_setting, nargs="+", default=[("gwk", 4, 256)])
@@ -127,10 +130,13 @@ def main():
     importance = None
     if any(method.startswith("gwk") for method, _, _ in args.settings):
         every = sorted({n for p in plan.values() for n in p})
-        importance = distributed.all_reduce_importance(accumulate_importance(model, every, run_backward))
+        importance = distributed.all_reduce_importance(
+            accumulate_importance(model, every, run_backward, mode=args.importance))
 
     for method, d, k in args.settings:
         name = f"bq_b{d}_md{k:g}" if method == "bq" else f"{method}_d{d}_k{k}"
+        if method.startswith("gwk") and (args.importance, args.beta) != ("abs", 1.0):
+            name += f"_{args.importance}_beta{'none' if args.beta < 0 else f'{args.beta:g}'}"
         arm_started = time.perf_counter()
         compressed = copy.deepcopy(model)
         path = os.path.join(args.workdir, name + ".gwk")
@@ -143,7 +149,7 @@ def main():
                 imp = {n: importance[n] for n in plan[(method, d, k)]} if method.startswith("gwk") else None
                 report = distributed.stream_compress_distributed(
                     compressed, plan[(method, d, k)], imp, os.path.join(args.workdir, name + ".parts"),
-                    iters=args.iters, beta=args.beta if imp is not None else None, device=device)
+                    iters=args.iters, beta=args.beta if imp is not None and args.beta >= 0 else None, device=device)
                 report["layers_compressed"] = len(plan[(method, d, k)])
         compress_seconds = time.perf_counter() - compress_started
         if rank != 0:
@@ -155,7 +161,8 @@ def main():
         reloaded = model_file.load_model(path, minilm.load_minilm("cpu"))
         emb = minilm.embed(reloaded, test_x)
         row = {"method": method, "d": d, "k": k, "glosses": len(glosses), "calibration_glosses": args.calib,
-               "beta": args.beta if method.startswith("gwk") else None, "iters": args.iters,
+               "beta": args.beta if method.startswith("gwk") and args.beta >= 0 else None,
+               "importance": args.importance if method.startswith("gwk") else None, "iters": args.iters,
                "float_probe_accuracy": float_acc, "probe_accuracy": probe.accuracy(emb, test_y),
                "mean_cosine": float((emb * float_test).sum(-1).mean()),
                "file_bytes": info["file_bytes"], "fp32_bytes": info["fp32_bytes"], "ratios": info["ratios"],

@@ -11,7 +11,11 @@ def setting(r):
     if r["method"] == "bq":
         return f"<= {r['d']} bins, budget {r['k']:g} pts, {r['evaluations']} evaluations"
     scope = "per row" if r["method"].endswith("row") else "per layer"
-    return f"d={r['d']}, k={r['k']} {scope}"
+    weighting = ""
+    if r["method"].startswith("gwk"):
+        weighting = ", " + ("g^2" if r.get("importance") == "square" else "abs(g)")
+        weighting += f", beta {r['beta']:g}" if r.get("beta") is not None else ", no nudge"
+    return f"d={r['d']}, k={r['k']} {scope}{weighting}"
 
 
 def main(paths):

@@ -13,6 +13,7 @@ Layers with fewer than ``min_weights`` weights (in the CIFAR ResNets and the dem
 convolution and the classifier) stay in float, as do layers named in ``keep_float`` and layers whose
 row length is not divisible by d; the report says which and why.
 """
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
@@ -166,10 +167,19 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         codes = torch.empty(x.shape[:2], dtype=cfg.code_dtype, device=x.device)
         codebook = x.new_empty(G, cfg.k, d)
         step = max(1, _POINTS_PER_CALL // x.shape[1])
+        unweighted = 0  # groups without any importance (embedding rows of tokens never seen)
         for g in range(0, G, step):  # small work arrays; results go straight into codes and codebook
             w = None if imp is None else _nudge(imp[g:g + step].sum(-1), beta, mean)
-            r = weighted_kmeans(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
+            if w is not None:
+                unweighted += int((w.sum(1) <= 0).sum())
+            with warnings.catch_warnings():  # one warning per layer below, not one per slice
+                warnings.filterwarnings("ignore", "weighted_kmeans: every weight is zero", RuntimeWarning)
+                r = weighted_kmeans(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
             codes[g:g + step], codebook[g:g + step] = r.labels, r.centroids
+        if unweighted:
+            warnings.warn(f"gwk_quantize: {name}: {unweighted} of {G} groups have zero importance everywhere "
+                          "(never reached by the calibration gradients); clustered with uniform weights",
+                          RuntimeWarning, stacklevel=2)
         out[name] = result_for(name, codes, codebook)
     for (d, k), names in by_shape.items():
         xs = [weights[n].detach().float().reshape(-1, d) for n in names]

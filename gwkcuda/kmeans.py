@@ -331,8 +331,9 @@ def _effective_weight(weight, batched, B, N, valid, acc, device):
     dead = w.sum(1) <= 0
     if bool(dead.any()):
         problems = dead.nonzero().flatten().tolist()
-        warnings.warn(f"weighted_kmeans: every weight is zero in problem(s) {problems}; clustering "
-                      "them with uniform weights", RuntimeWarning, stacklevel=3)
+        shown = ", ".join(map(str, problems[:10])) + (", ..." if len(problems) > 10 else "")
+        warnings.warn(f"weighted_kmeans: every weight is zero in {len(problems)} problem(s) [{shown}]; "
+                      "clustering them with uniform weights", RuntimeWarning, stacklevel=3)
         fill = dead[:, None] if valid is None else dead[:, None] & valid
         w = torch.where(fill, torch.ones((), dtype=acc, device=device), w)
     return w.contiguous()

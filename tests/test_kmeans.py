@@ -182,7 +182,7 @@ def test_all_zero_weights_fall_back_to_uniform():
     x, _, c = problem(2, 200, 2, 3)
     w = torch.rand(2, 200)
     w[1] = 0
-    with pytest.warns(RuntimeWarning, match=r"every weight is zero in problem\(s\) \[1\]"):
+    with pytest.warns(RuntimeWarning, match=r"every weight is zero in 1 problem\(s\) \[1\]"):
         result = weighted_kmeans(x, w, k=3, iters=5, tol=0.0, init=c)
     uniform = weighted_kmeans(x[1], None, k=3, iters=5, tol=0.0, init=c[1])
     assert_close(result.centroids[1], uniform.centroids, 1e-6)

@@ -164,3 +164,20 @@ def test_per_row_scalar_clustering_is_as_good_as_sklearn_per_row(tmp_path):
         setattr(dense.get_submodule(parent) if parent else dense, child, layer)
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), dense(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_per_row_rows_without_importance_give_one_warning_per_layer():
+    """Embedding rows of tokens the calibration never saw have zero importance: one warning for the
+    layer, naming how many rows, and those rows are clustered with weight 1 per point."""
+    torch.manual_seed(0)
+    weight = torch.randn(300, 64)
+    importance = torch.rand(300, 64)
+    importance[100:250] = 0
+    plan = {"emb": layer_plan(nn.Sequential(nn.Embedding(300, 64)), d=1, k=4, per_row=True)["0"]}
+    with pytest.warns(RuntimeWarning, match="emb: 150 of 300 groups have zero importance") as caught:
+        pq = gwk_quantize({"emb": weight}, plan, {"emb": importance}, iters=5)["emb"]
+    assert len([w for w in caught if "zero" in str(w.message)]) == 1
+    uniform = importance.clone()
+    uniform[100:250] = 1  # what those rows are given: weight 1 per point
+    same = gwk_quantize({"emb": weight}, plan, {"emb": uniform}, iters=5)["emb"]
+    assert torch.equal(pq.codebook, same.codebook) and torch.equal(pq.codes, same.codes)
