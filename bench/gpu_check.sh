@@ -58,3 +58,6 @@ w = torch.rand(64, 1 << 20, device="cuda")
 c = x[:, :256].float().contiguous()
 print(f"gwk_lloyd_step, 64 x 1M points, d=8, k=256: {cuda_ms(lambda: ops.gwk_lloyd_step(x, w, c), reps=5):.1f} ms")
 PY
+
+echo "== streaming: device memory per layer (MiniLM shapes)"
+python bench/bench_stream_memory.py --device cuda --repeats 1
