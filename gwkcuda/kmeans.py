@@ -172,25 +172,12 @@ def kmeanspp_init(x: torch.Tensor, weight: torch.Tensor, k: int, seed: int = 0) 
     xs = x.to(acc)
     rows = torch.arange(B, device=x.device)
     centroids = xs.new_empty(B, k, d)
-    nearest = None  # [B, N], updated in place: the only point-sized array besides x and weight
+    nearest = xs.new_full((B, N), float("inf"))  # updated in place: the only point-sized array besides x and weight
     for j in range(k):
-        idx = _sample(weight, nearest, gen)
+        idx = _sample(weight, nearest if j else None, gen)
         centroids[:, j] = xs[rows, idx]
-        if nearest is None:
-            nearest = _squared_distance(xs, centroids[:, j])
-        else:
-            _update_nearest(nearest, xs, centroids[:, j])
+        _update_nearest(nearest, xs, centroids[:, j])
     return centroids
-
-
-def _squared_distance(xs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """[B, N]: squared distance of each point of xs [B, N, d] to c [B, d], a slice of points at a
-    time, so that a large layer never has two [B, N, d] temporaries (the values are the same)."""
-    out = xs.new_empty(xs.shape[:2])
-    for start in range(0, xs.shape[1], _CHUNK):
-        part = xs[:, start:start + _CHUNK]
-        out[:, start:start + _CHUNK] = ((part - c[:, None, :]) ** 2).sum(-1)
-    return out
 
 
 def _update_nearest(nearest: torch.Tensor, xs: torch.Tensor, c: torch.Tensor) -> None:
