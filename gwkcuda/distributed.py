@@ -13,6 +13,7 @@ split across ranks, and what each rank computed is combined with PyTorch's own c
 
 Every rank ends holding the whole compressed model; rank 0 writes the single file.
 """
+import gc
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
@@ -117,4 +118,10 @@ def train_ddp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs) -> l
     from torch.nn.parallel import DistributedDataParallel
     device = torch.device(kwargs.get("device", "cpu"))
     ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    return train(ddp, x, y, shard=(rank, world), **kwargs)
+    try:
+        return train(ddp, x, y, shard=(rank, world), **kwargs)
+    finally:
+        # DDP's reducer must be gone before the process group is destroyed (else the process can
+        # abort at exit); the wrapper sits in reference cycles, so collect them now.
+        del ddp
+        gc.collect()
