@@ -31,7 +31,7 @@ from gwkcuda.models import build_model, load_checkpoint, resnet_cifar  # noqa: E
 def train_kws(name="kws_cnn", epochs=25, seed=0):
     """A keyword spotter (kws_cnn or kws_tiny_conv) trained on FSDD train-fit (Adam 2e-3, cosine,
     batch 64), cached."""
-    stem = "kws" if name == "kws_cnn" else name
+    stem = "kws" if name == "kws_cnn" else name  # kws_cnn's cached weights keep their first name
     path = data.cache_dir() / f"{stem}_fsdd_fit_e{epochs}_s{seed}.pt"
     model = build_model(name)
     if path.exists():

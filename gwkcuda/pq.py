@@ -13,7 +13,6 @@ from typing import Optional, Tuple
 import torch
 
 from . import io, ops
-from .kmeans import weighted_kmeans
 
 
 @dataclass(frozen=True)
@@ -129,14 +128,9 @@ def pq_quantize(weight: torch.Tensor, config: PQConfig, importance: Optional[tor
     if k > per_group:
         raise ValueError(f"pq_quantize: k = {k} codewords but each group has only {per_group} "
                          f"sub-vectors of length {d}")
-    w = weight.detach().reshape(G, per_group, d)
-    sub_importance = None
-    if importance is not None:
-        if tuple(importance.shape) != tuple(weight.shape):
-            raise ValueError(f"pq_quantize: expected importance of the weight's shape "
-                             f"{tuple(weight.shape)}, got {tuple(importance.shape)}")
-        sub_importance = importance.detach().reshape(G, per_group, d).to(torch.float32).sum(-1)
-    result = weighted_kmeans(w.float() if w.dtype in (torch.float16, torch.bfloat16) else w,
-                             sub_importance, k=k, iters=iters, seed=seed)
-    codes = result.labels.reshape(N, S).to(config.code_dtype)
-    return PQWeight(codes, result.centroids.to(weight.dtype).contiguous(), tuple(weight.shape), config)
+    if importance is not None and tuple(importance.shape) != tuple(weight.shape):
+        raise ValueError(f"pq_quantize: expected importance of the weight's shape "
+                         f"{tuple(weight.shape)}, got {tuple(importance.shape)}")
+    from .gwk import gwk_quantize  # the one clustering of a layer's groups (gwk imports this module)
+    return gwk_quantize({"w": weight}, {"w": config}, None if importance is None else {"w": importance},
+                        iters=iters, seed=seed)["w"]
