@@ -33,6 +33,9 @@ void check_pack_args(const at::Tensor& codes, int64_t nbits) {
 void check_unpack_args(const at::Tensor& packed, int64_t nbits, int64_t numel) {
   check_nbits(nbits, "unpack_bits");
   TORCH_CHECK(numel >= 0, "unpack_bits: expected numel >= 0, got ", numel);
+  TORCH_CHECK(numel <= bitpack::max_codes(static_cast<int>(nbits)), "unpack_bits: expected numel <= ",
+              bitpack::max_codes(static_cast<int>(nbits)), " for nbits=", nbits,
+              " (numel * nbits must fit 64 bits), got ", numel);
   TORCH_CHECK(packed.scalar_type() == at::kByte,
               "unpack_bits: expected a uint8 packed buffer, got ", packed.scalar_type());
   const int64_t needed = bitpack::packed_bytes(numel, static_cast<int>(nbits));

@@ -1,6 +1,7 @@
 // Every op schema of the gwkcuda library, and the Python module that loads it.
 // Backends (csrc/cpu, csrc/cuda) only add TORCH_LIBRARY_IMPL blocks; fake (meta) kernels and
 // autograd formulas are registered from Python (gwkcuda/ops.py).
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/extension.h>
 #include <torch/version.h>
 
@@ -42,6 +43,15 @@ TORCH_LIBRARY(gwkcuda, m) {
   m.def("pq_linear(Tensor x, Tensor codes, Tensor codebook, Tensor? bias) -> Tensor");
   // The dense W [N, K] (for convolutions, export and references), in the codebook's dtype.
   m.def("pq_decode(Tensor codes, Tensor codebook) -> Tensor");
+}
+
+// The k-means ops have no derivative (labels are discrete; a Lloyd step's centroids are not a
+// gradient target): a backward through them raises "the derivative for 'gwkcuda::...' is not
+// implemented" instead of finishing with the inputs' gradients silently left None. The fallback
+// also covers gwk_lloyd_step_into, whose labels argument is written in place.
+TORCH_LIBRARY_IMPL(gwkcuda, Autograd, m) {
+  for (const char* op : {"kmeans_assign", "cluster_reduce", "gwk_lloyd_step", "gwk_lloyd_step_into"})
+    m.impl(op, torch::autograd::autogradNotImplementedFallback());
 }
 
 namespace {

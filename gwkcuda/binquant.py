@@ -68,8 +68,8 @@ class BinQuantConfig:
                              "order comes from gradients, without evaluations)")
         if self.share not in ("none", "kind"):
             raise ValueError(f"BinQuantConfig: expected share 'none' or 'kind', got {self.share!r}")
-        if self.max_drop < 0:
-            raise ValueError(f"BinQuantConfig: expected max_drop >= 0, got {self.max_drop}")
+        if not (math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise ValueError(f"BinQuantConfig: expected max_drop a finite number >= 0, got {self.max_drop}")
 
 
 @dataclass

@@ -13,13 +13,14 @@ and exits with status 2; --debug shows the traceback instead.
 """
 import argparse
 import json
-import os
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from . import io
+from .workdir import locked as workdir_lock
 
 EXIT_USER_ERROR = 2
 
@@ -78,28 +79,40 @@ def format_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
-def _count(low: int):
-    """argparse type: an int >= low, refused with what was expected and what was given."""
+def _count(low: int, high: int = None):
+    """argparse type: an int in [low, high], refused with what was expected and what was given."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
     return parse
 
 
-def _positive(text):
-    """argparse type: a float > 0 (learning rates)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
+def _number(low: float, strict: bool):
+    """argparse type: a finite float > low (strict) or >= low; NaN and infinities are refused
+    (an infinite learning rate trains to NaN weights, a NaN budget compares false with everything)."""
+    expected = f"a finite number {'>' if strict else '>='} {low:g}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    return parse
+
+
+_positive = _number(0.0, strict=True)  # learning rates
+_non_negative = _number(0.0, strict=False)  # budgets, beta, delta
+MAX_SEED = 2**32 - 1  # seeds are combined with epoch and iteration numbers into 64-bit generator seeds
 
 
 def _device(name: str) -> str:
@@ -115,11 +128,8 @@ def _show_progress(args) -> bool:
 
 
 def _write_json(path, obj) -> None:
-    """Atomic: a temporary file in the same folder, then renamed over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Atomic: a temporary file in the same folder, fsync'ed, then renamed over ``path``."""
+    io.atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _summary(report: dict) -> str:
@@ -155,12 +165,61 @@ def cmd_compress(args) -> int:
         qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
                                   delta=args.delta, delta_every=args.delta_every)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
+    _check_output(out, "--out")
+    if args.report:
+        _check_output(Path(args.report), "--report")
+    if args.method != "binquant":
+        _check_gwk_knobs(args, task, config)
     workdir = Path(args.workdir or f"{out}.work")
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir}: expected a folder, got a file")
+    with workdir_lock(workdir):
+        report = _compress_in(workdir, args, task, config, qat, out, device, progress)
+    try:
+        workdir.rmdir()
+    except OSError:
+        pass
+    if args.report:
+        _write_json(args.report, report)
+    print(_summary(report))
+    print(f"wrote {out}" + (f" and {args.report}" if args.report else ""))
+    return 0
+
+
+def _check_output(path: Path, flag: str) -> None:
+    """Before any work: the output's folder exists and the path is not a folder."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: expected a file name, got a folder")
+    if not path.absolute().parent.is_dir():
+        raise UserError(f"{flag} {path}: the folder {path.absolute().parent} does not exist")
+
+
+def _check_gwk_knobs(args, task, config) -> None:
+    """Knobs that depend on the model and data, checked on the untrained architecture before any
+    training: some layer must be quantisable at (--d, --k), and --calib-batches must fit the data."""
+    from .gwk import plan_layers
+    from .models import build_model
+
+    arch = task.arch
+    plan, skipped = plan_layers(build_model(task.model_name, arch["num_classes"], arch["in_channels"]), config)
+    if not plan:
+        reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
+        raise UserError(f"--d {args.d} --k {args.k}: no layer of {task.model_name} can be quantised ({reasons})")
+    batches = -(-len(task.x_train) // 64)
+    if args.calib_batches > batches:
+        raise UserError(f"--calib-batches: expected at most {batches} (the {len(task.x_train)} training "
+                        f"images in batches of 64), got {args.calib_batches}")
+
+
+def _compress_in(workdir: Path, args, task, config, qat, out, device, progress) -> dict:
+    """The compression itself, with ``workdir`` held: float model, method, file; the per-epoch
+    checkpoints are removed once the file is written."""
+    from . import pipelines
+
     checkpoints = [workdir / n for n in ("float.pt", "qat.pt", "finetune.pt")]
     if not args.resume:
         for c in checkpoints:  # a fresh run: never continue from an older run's checkpoints
             c.unlink(missing_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
     has_ckpt = args.checkpoint is not None
     float_epochs = args.float_epochs if args.float_epochs is not None else (0 if has_ckpt else 20)
     float_lr = args.float_lr if args.float_lr is not None else (5e-4 if has_ckpt else 2e-3)
@@ -175,15 +234,7 @@ def cmd_compress(args) -> int:
                                    storage=storage, workdir=workdir, device=device, show_progress=progress)
     for c in checkpoints:  # finished: the checkpoints have served
         c.unlink(missing_ok=True)
-    try:
-        workdir.rmdir()
-    except OSError:
-        pass
-    if args.report:
-        _write_json(args.report, report)
-    print(_summary(report))
-    print(f"wrote {out}" + (f" and {args.report}" if args.report else ""))
-    return 0
+    return report
 
 
 def _load_file(path):
@@ -273,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None,
                    help="run the CIFAR-10 ResNet-20 version on the data in this folder")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0)
     p.set_defaults(func=cmd_demo)
 
     from .models import MODEL_NAMES
@@ -284,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="digits, cifar10, fsdd, mnist, or a folder of IDX files")
     p.add_argument("--out", default=None, help="compressed file (default: MODEL-METHOD.gwk)")
     p.add_argument("--report", default=None, help="JSON report file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0)
     p.add_argument("--float-epochs", type=_count(0), default=None,
                    help="float training from scratch (default 20), or fine-tuning of --checkpoint (default 0)")
     p.add_argument("--float-lr", type=_positive, default=None, help="default 2e-3 from scratch, 5e-4 fine-tuning")
@@ -298,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store each batch norm as its scale and shift (2 numbers per channel instead of 4); "
                         "the file is then for inference, not further training")
     g = p.add_argument_group("Bin & Quant")
-    g.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the search may lose")
-    g.add_argument("--max-bins", type=_count(2), default=16)
+    g.add_argument("--max-drop", type=_non_negative, default=1.0, help="accuracy points the search may lose")
+    g.add_argument("--max-bins", type=_count(2, 2**16), default=16)
     g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"))
     g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"))
     g.add_argument("--search", type=_count(1), default=1000, help="search images (first half of the test split)")
@@ -310,19 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--share", default="none", choices=("none", "kind"),
                    help="one set of bins per layer kind instead of per layer")
     g = p.add_argument_group("GWK / k-means")
-    g.add_argument("--d", type=int, default=4, help="sub-vector length")
-    g.add_argument("--k", type=int, default=16, help="codewords per layer")
+    g.add_argument("--d", type=_count(1), default=4, help="sub-vector length")
+    g.add_argument("--k", type=_count(1, 2**16), default=16, help="codewords per layer")
     g.add_argument("--importance", default="abs", choices=("abs", "square"))
-    g.add_argument("--beta", type=float, default=None)
+    g.add_argument("--beta", type=_non_negative, default=None)
     g.add_argument("--calib-batches", type=_count(1), default=16)
     g.add_argument("--iters", type=_count(0), default=25)
     g.add_argument("--epochs", type=_count(0), default=5, help="codebook fine-tuning epochs")
     g.add_argument("--lr", type=_positive, default=1e-3)
-    g.add_argument("--bits", type=_count(1), default=None,
+    g.add_argument("--bits", type=_count(1, 16), default=None,
                    help="EWGS quantisation-aware training of weights and activations at this many bits first")
     g.add_argument("--qat-epochs", type=_count(0), default=2)
     g.add_argument("--quantizer-lr", type=_positive, default=1e-5)
-    g.add_argument("--delta", type=float, default=None,
+    g.add_argument("--delta", type=_non_negative, default=None,
                    help="fixed EWGS delta (default: Hessian estimate after every --delta-every epochs)")
     g.add_argument("--delta-every", type=_count(1), default=1)
     _add_common(p)
@@ -350,13 +401,19 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (UserError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError,
-            io.CompressedFileError) as exc:
+    except (UserError, ValueError, OSError) as exc:  # OSError: disk full, read-only, size limit, ...
         if debug:
             raise
-        lines = str(exc).splitlines()
-        print(f"gwkcuda: error: {lines[0] if lines else type(exc).__name__}", file=sys.stderr)
+        print(f"gwkcuda: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, io.CompressedFileError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"  # "No space left on device: OUT", not "[Errno 28] ..."
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

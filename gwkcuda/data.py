@@ -113,10 +113,17 @@ def load_idx(path) -> torch.Tensor:
     if data[2] not in dtypes:
         raise ValueError(f"{path}: unknown IDX data type 0x{data[2]:02x}")
     rank = data[3]
+    if rank < 1 or len(data) < 4 + 4 * rank:
+        raise ValueError(f"{path}: truncated IDX file (a header of {rank} dimensions needs {4 + 4 * rank} "
+                         f"bytes, the file has {len(data)})")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank)]
-    body = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * rank)
-    if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: truncated IDX file ({body.size} values for shape {dims})")
+    dtype = np.dtype(dtypes[data[2]])
+    expected = int(np.prod(dims, dtype=object))
+    have = (len(data) - 4 - 4 * rank) // dtype.itemsize
+    if have != expected:
+        raise ValueError(f"{path}: {'truncated' if have < expected else 'corrupted'} IDX file ({have} "
+                         f"values for shape {dims}, which needs {expected})")
+    body = np.frombuffer(data, dtype=dtype, offset=4 + 4 * rank, count=expected)
     return torch.from_numpy(body.reshape(dims).astype(body.dtype.newbyteorder("="))).clone()
 
 
@@ -130,7 +137,13 @@ def idx_dataset(folder, split: str = "train"):
             if (folder / name).exists():
                 return folder / name
         raise FileNotFoundError(f"IDX data set: expected {folder / (prefix + '-' + kind + '-ubyte.gz')}")
-    return load_idx(find("images-idx3")), load_idx(find("labels-idx1")).long()
+    images, labels = load_idx(find("images-idx3")), load_idx(find("labels-idx1"))
+    if images.dim() not in (3, 4) or labels.dim() != 1 or len(images) != len(labels):
+        raise ValueError(f"{folder}: inconsistent IDX {split} files: images {list(images.shape)} (expected "
+                         f"[N, H, W] or [N, C, H, W]) and labels {list(labels.shape)} (expected [N])")
+    if labels.dtype.is_floating_point or (len(labels) and int(labels.min()) < 0):
+        raise ValueError(f"{folder}: IDX {split} labels must be non-negative integers")
+    return images, labels.long()
 
 
 FSDD_SAMPLE_RATE = 8000

@@ -13,6 +13,7 @@ Layers with fewer than ``min_weights`` weights (in the CIFAR ResNets and the dem
 convolution and the classifier) stay in float, as do layers named in ``keep_float`` and layers whose
 row length is not divisible by d; the report says which and why.
 """
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
@@ -49,8 +50,8 @@ class GWKConfig:
         if self.importance not in IMPORTANCE_MODES:
             raise ValueError(f"GWKConfig: expected importance one of {IMPORTANCE_MODES}, got {self.importance!r}")
         PQConfig(self.d, self.k)  # validates d and k
-        if self.beta is not None and not self.beta >= 0:
-            raise ValueError(f"GWKConfig: expected beta >= 0 or None, got {self.beta!r}")
+        if self.beta is not None and not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"GWKConfig: expected beta a finite number >= 0, or None, got {self.beta!r}")
         if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
             raise ValueError(f"GWKConfig: expected calib_batches an int >= 1, got {self.calib_batches!r}")
 

@@ -17,7 +17,12 @@ safetensors header (name, dtype, shape and offsets of ~130 tensors) was 14 KB of
 about 2 KB. Version 2 files (one safetensors tensor per tensor, plain JSON header) still load.
 Saving is atomic: the bytes go to a temporary file in the target folder, are fsync'ed, then
 renamed over the final name, so an interrupted save never leaves a partial file under that name
-and never destroys an existing one. No pickle is involved.
+and never destroys an existing one. The temporary file's name carries the writer's process id;
+one left behind by a killed writer is removed by the next save into that folder. No pickle is
+involved.
+
+Loading trusts nothing in the file: only regular files are read, the header decompresses to at
+most MAX_HEADER_BYTES, and every field has its JSON type checked before it is used.
 """
 import base64
 import binascii
@@ -25,6 +30,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 import zlib
 
@@ -35,6 +42,9 @@ from safetensors.torch import save as _st_save
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (2, 3)
 _META_KEY = "gwkcuda"
+MAX_HEADER_BYTES = 16 << 20  # a ResNet-20's header is 2 KB; a crafted one must not inflate to GBs
+_TMP_TAG = "gwkcuda-"  # temporary files: .NAME.gwkcuda-PID-RANDOM.tmp
+_TMP_PATTERN = re.compile(r"^\..+\.gwkcuda-(\d+)-[^.]+\.tmp$")
 
 
 class CompressedFileError(ValueError):
@@ -87,9 +97,12 @@ def save_compressed(path, tensors: dict, meta: dict) -> None:
               "payload_sha256": _payload_digest(blobs)}
     header["checksum"] = _header_checksum(header)
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    if len(text) > MAX_HEADER_BYTES:  # a file this gwkcuda would refuse to read
+        raise ValueError(f"save_compressed: the header would take {len(text)} bytes, more than the "
+                         f"{MAX_HEADER_BYTES} a reader accepts; store large values as tensors")
     packed = base64.b64encode(zlib.compress(text, 9)).decode("ascii")
     payload = _st_save(blobs, metadata={_META_KEY: f"{FORMAT_VERSION}:{packed}"})
-    _atomic_write(os.fspath(path), payload)
+    atomic_write(os.fspath(path), payload)
 
 
 def _pack(tensors: dict):
@@ -132,9 +145,45 @@ def _file_mode(path: str) -> int:
         return 0o666 & ~mask
 
 
-def _atomic_write(path: str, payload: bytes) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists under another user (or cannot be asked): leave its files alone
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list:
+    """Deletes this tool's temporary files in ``folder`` whose writing process no longer exists
+    (left by a kill inside a save); returns their names."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_PATTERN.match(name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
+def atomic_write(path, payload: bytes) -> None:
+    """Writes ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync'ed,
+    then renamed over ``path`` (an existing file is replaced only once the new one is complete)."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    remove_stale_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{_TMP_TAG}{os.getpid()}-",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -173,9 +222,11 @@ def _read_header(path: str, data: bytes) -> dict:
             if version != str(FORMAT_VERSION):
                 raise CompressedFileError(f"{path}: unsupported format version {version}; this gwkcuda "
                                           f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-            text = zlib.decompress(base64.b64decode(packed, validate=True))
+            text = _inflate(path, base64.b64decode(packed, validate=True))
         # else version 2: plain JSON
         header = json.loads(text)
+    except RecursionError:
+        raise CompressedFileError(f"{path}: corrupted header (JSON nested too deeply)") from None
     except (ValueError, KeyError, TypeError, zlib.error, binascii.Error) as exc:
         if isinstance(exc, CompressedFileError):
             raise
@@ -191,9 +242,39 @@ def _read_header(path: str, data: bytes) -> dict:
     for key in keys:
         if key not in header:
             raise CompressedFileError(f"{path}: corrupted header (no {key!r})")
+    for key, kind in (("meta", dict), ("payload_sha256", str), ("checksum", str), ("index", dict)):
+        if key in header and not isinstance(header[key], kind):
+            raise CompressedFileError(f"{path}: corrupted header ({key!r} is a {type(header[key]).__name__}, "
+                                      f"expected a {kind.__name__})")
     if _header_checksum(header) != header["checksum"]:
         raise CompressedFileError(f"{path}: corrupted header (checksum mismatch)")
+    if "index" in header:
+        _check_index(path, header["index"])
     return header
+
+
+def _inflate(path: str, packed: bytes) -> bytes:
+    """zlib-decompresses the header, refusing more than MAX_HEADER_BYTES (a decompression bomb)."""
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(packed, MAX_HEADER_BYTES + 1)
+    if len(text) > MAX_HEADER_BYTES or inflater.unconsumed_tail:
+        raise CompressedFileError(f"{path}: corrupted header (it decompresses to more than "
+                                  f"{MAX_HEADER_BYTES} bytes)")
+    return text
+
+
+def _check_index(path: str, index: dict) -> None:
+    """index: {dtype name: [[tensor name, shape], ...]} with shapes of non-negative ints."""
+    for dtype, entries in index.items():
+        if not isinstance(entries, list):
+            raise CompressedFileError(f"{path}: corrupted tensor index (entry {dtype!r} is not a list)")
+        for entry in entries:
+            ok = (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                  and isinstance(entry[1], list)
+                  and all(type(n) is int and n >= 0 for n in entry[1]))
+            if not ok:
+                raise CompressedFileError(f"{path}: corrupted tensor index (expected [name, shape] with a "
+                                          f"shape of non-negative ints, got {str(entry)[:80]})")
 
 
 def load_compressed(path):
@@ -206,6 +287,8 @@ def load_compressed(path):
         truncated, corrupted (any payload or header byte changed) or of an unknown format version.
     """
     path = os.fspath(path)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
+        raise CompressedFileError(f"{path}: not a regular file")
     with open(path, "rb") as f:
         data = f.read()
     header = _read_header(path, data)

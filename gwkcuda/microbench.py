@@ -31,10 +31,25 @@ def cpu_model() -> str:
     return cpu
 
 
+def cpu_vector_extensions() -> str:
+    """The CPU's widest vector extensions among AVX2, AVX-512 and AMX (from /proc/cpuinfo's
+    flags), e.g. "AVX2, AVX-512" (machines here differ: some have AVX-512, some AVX2 only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line.split(":", 1)[1].split() for line in f if line.startswith("flags")))
+    except (OSError, StopIteration):
+        return "vector extensions unknown"
+    named = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
+             if flag in flags]
+    return ", ".join(named) or "no AVX2"
+
+
 def machine() -> str:
-    """The CPU model (and GPU, if one is visible) and thread count, for the table's caption."""
+    """The CPU model and its vector extensions (and GPU, if one is visible) and thread count, for
+    a table's caption."""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu_model()}, {torch.get_num_threads()} threads{gpu}; torch {torch.__version__}"
+    return (f"{cpu_model()} ({cpu_vector_extensions()}), {torch.get_num_threads()} threads{gpu}; "
+            f"torch {torch.__version__}")
 
 
 def median_ms(fn, repeats: int = 5) -> float:

@@ -29,6 +29,91 @@ from .nn import _PQBase, install_pq
 from .pq import PQWeight
 
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+MAX_CLASSES, MAX_CHANNELS = 1 << 20, 1 << 16  # bounds on a recorded architecture
+
+
+def _is_int(v, low=0, high=None) -> bool:
+    return type(v) is int and v >= low and (high is None or v <= high)
+
+
+def _is_shape(v, rank=None) -> bool:
+    return (isinstance(v, list) and (rank is None or len(v) == rank) and len(v) >= 1
+            and all(_is_int(n, 1) for n in v))
+
+
+def check_model_meta(path, meta: dict) -> None:
+    """The header of a model file, field by field (JSON types, ranges, counts that must agree),
+    before anything is built from it; CompressedFileError names the first bad field."""
+    def bad(field, expected, got):
+        raise io.CompressedFileError(f"{path}: bad model header: {field}: expected {expected}, got {str(got)[:80]}")
+
+    if "checkpoint" in meta and "layers" not in meta:
+        raise io.CompressedFileError(f"{path}: a training checkpoint (per-epoch state of a run), not a "
+                                     "compressed model file")
+    if "layers" not in meta or "fp32_bytes" not in meta:
+        raise io.CompressedFileError(f"{path}: not a gwkcuda model file (header keys {sorted(meta)[:8]})")
+    if not _is_int(meta["fp32_bytes"], 1):
+        bad("fp32_bytes", "an int >= 1", meta["fp32_bytes"])
+    arch = meta.get("arch")
+    if arch is not None:
+        if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+            bad("arch", "{name: str, num_classes: int, in_channels: int}", arch)
+        if not _is_int(arch.get("num_classes", 10), 1, MAX_CLASSES):
+            bad("arch.num_classes", f"an int in 1..{MAX_CLASSES}", arch.get("num_classes"))
+        if not _is_int(arch.get("in_channels", 1), 1, MAX_CHANNELS):
+            bad("arch.in_channels", f"an int in 1..{MAX_CHANNELS}", arch.get("in_channels"))
+    layers = meta["layers"]
+    if not isinstance(layers, dict):
+        bad("layers", "an object of layer name -> entry", type(layers).__name__)
+    for name, info in layers.items():
+        field = f"layers[{name!r}]"
+        if not isinstance(info, dict) or info.get("kind") not in ("pq", "bins"):
+            bad(field, "an entry of kind 'pq' or 'bins'", info)
+        if not _is_shape(info.get("shape")) or info.get("numel") != math.prod(info["shape"]):
+            bad(field + ".shape/numel", "a shape of positive ints and numel its product",
+                [info.get("shape"), info.get("numel")])
+        if info["kind"] == "pq":
+            for key, high in (("d", None), ("k", 1 << 16), ("groups", None)):
+                if not _is_int(info.get(key), 1, high):
+                    bad(f"{field}.{key}", f"an int >= 1{'' if high is None else f' and <= {high}'}", info.get(key))
+            cs = info.get("codes_shape")
+            if not _is_shape(cs, 2) or cs[1] * info["d"] * cs[0] != info["numel"] or cs[0] % info["groups"]:
+                bad(f"{field}.codes_shape", f"[N, K/d] covering the {info['numel']} weights with N divisible "
+                                            f"by groups = {info['groups']}", cs)
+            if "codebook_levels_bits" in info:
+                if not _is_int(info["codebook_levels_bits"], 1, 16):
+                    bad(f"{field}.codebook_levels_bits", "an int in 1..16", info["codebook_levels_bits"])
+                if info.get("codebook_shape") != [info["groups"], info["k"], info["d"]]:
+                    bad(f"{field}.codebook_shape", [info["groups"], info["k"], info["d"]], info.get("codebook_shape"))
+        else:
+            if not _is_int(info.get("bins"), 1, 1 << 16):
+                bad(f"{field}.bins", "an int in 1..65536", info.get("bins"))
+            if info.get("encoding") == "bitarray":
+                if not _is_int(info.get("nbits"), 1, 16) or (1 << info["nbits"]) < info["bins"]:
+                    bad(f"{field}.nbits", f"an int in 1..16 with room for {info['bins']} bins", info.get("nbits"))
+            elif info.get("encoding") == "huffman":
+                lengths = info.get("code_lengths")
+                if not (isinstance(lengths, list) and len(lengths) == info["bins"]
+                        and all(_is_int(n, 0, 64) for n in lengths)):
+                    bad(f"{field}.code_lengths", f"{info['bins']} ints in 0..64", lengths)
+            else:
+                bad(f"{field}.encoding", "'bitarray' or 'huffman'", info.get("encoding"))
+            if "values_from" in info and info["values_from"] not in layers:
+                bad(f"{field}.values_from", "the name of another layer entry", info["values_from"])
+            affine = info.get("affine")
+            if affine is not None and not (isinstance(affine, list) and len(affine) == 2 and
+                                           all(isinstance(v, (int, float)) and math.isfinite(v) for v in affine)):
+                bad(f"{field}.affine", "[scale, zero_point], two finite numbers", affine)
+    ewgs = meta.get("ewgs")
+    if ewgs is not None and not (isinstance(ewgs, dict) and isinstance(ewgs.get("layers"), list)
+                                 and all(isinstance(n, str) for n in ewgs["layers"])
+                                 and _is_int(ewgs.get("bits_w"), 1, 16) and _is_int(ewgs.get("bits_a"), 1, 16)):
+        bad("ewgs", "{layers: [str], bits_w: 1..16, bits_a: 1..16}", ewgs)
+    folded = meta.get("folded_batchnorm", [])
+    if not (isinstance(folded, list) and all(isinstance(n, str) for n in folded)):
+        bad("folded_batchnorm", "a list of module names", folded)
+    if not isinstance(meta.get("method", ""), (str, type(None))):
+        bad("method", "a string", meta.get("method"))
 
 
 def holds_pq(m: nn.Module) -> bool:
@@ -159,12 +244,23 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
     Raises:
         CompressedFileError on a corrupted file or one that does not fit the model.
     """
+    tensors, meta = io.load_compressed(path)
+    check_model_meta(path, meta)
+    try:
+        return _build(path, tensors, meta, model)
+    except io.CompressedFileError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        # A header whose every field is well-typed can still disagree with its tensors or with
+        # the architecture it names (a missing tensor or module, a wrong size): name it, in one line.
+        raise io.CompressedFileError(f"{path}: does not describe a loadable model "
+                                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def _build(path, tensors: dict, meta: dict, model: Optional[nn.Module]) -> nn.Module:
     from .models import build_model
 
-    tensors, meta = io.load_compressed(path)
     tensors = {n: t.float() if t.is_floating_point() else t for n, t in tensors.items()}  # float16 storage
-    if "layers" not in meta or "fp32_bytes" not in meta:
-        raise io.CompressedFileError(f"{path}: not a gwkcuda model file (header keys {sorted(meta)})")
     if model is None:
         arch = meta.get("arch")
         if not arch:
@@ -238,6 +334,7 @@ def describe(path) -> dict:
     weight; totals that add up to the file's size (the header is a row of its own); the ratios
     (a) indices_only, (b) with_codebooks, (c) all_inclusive."""
     tensors, meta = io.load_compressed(path)
+    check_model_meta(path, meta)
     file_bytes = os.path.getsize(path)
     rows = {}
 

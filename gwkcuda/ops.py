@@ -9,6 +9,23 @@ from . import _C  # noqa: F401  (loading the extension registers torch.ops.gwkcu
 from .shapes import CODE_DTYPES, MAX_BITS, accumulate_dtype, check_kmeans_shapes, packed_numel
 
 _CODE_DTYPES = tuple(getattr(torch, name) for name in CODE_DTYPES)
+def _check_int(op: str, name: str, value) -> None:
+    """An int argument that fits int64, checked before it reaches C++ (where a Python int beyond
+    int64 gives pybind's cast error, not ours); the ranges are checked in C++. Symbolic ints
+    (torch.compile) pass through."""
+    if isinstance(value, torch.SymInt):
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not -2**63 <= value < 2**63:
+        raise ValueError(f"{op}: expected {name} an int of 64 bits, got {value!r}")
+
+
+def _check_devices(op: str, first: torch.Tensor, **others) -> None:
+    """Every tensor argument on ``first``'s device. Without this, a meta tensor among CPU ones
+    sends the call to the fake kernel, which would hand back uninitialised CPU memory."""
+    for name, t in others.items():
+        torch._check(t is None or t.device == first.device,
+                     lambda: f"{op}: expected {name} on {first.device} (all tensors on one device), "
+                             f"got {t.device}")
 
 
 def pack_bits(codes: torch.Tensor, nbits: int) -> torch.Tensor:
@@ -22,6 +39,7 @@ def pack_bits(codes: torch.Tensor, nbits: int) -> torch.Tensor:
         uint8 tensor [ceil(codes.numel() * nbits / 8)] on codes' device. Raises on codes out of
         range (never truncates them).
     """
+    _check_int("pack_bits", "nbits", nbits)
     return torch.ops.gwkcuda.pack_bits.default(codes, nbits)
 
 
@@ -35,6 +53,8 @@ def unpack_bits(packed: torch.Tensor, nbits: int, numel: int) -> torch.Tensor:
     Returns:
         int32 tensor [numel] on packed's device.
     """
+    _check_int("unpack_bits", "nbits", nbits)
+    _check_int("unpack_bits", "numel", numel)
     return torch.ops.gwkcuda.unpack_bits.default(packed, nbits, numel)
 
 
@@ -109,6 +129,7 @@ def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor, labels_out=
 
 @torch.library.register_fake("gwkcuda::kmeans_assign")
 def _kmeans_assign_fake(x, centroids):
+    _check_devices("kmeans_assign", x, centroids=centroids)
     B, N, _, _ = check_kmeans_shapes(x, centroids=centroids, check=_fake_check)
     acc = accumulate_dtype(x.dtype)
     return x.new_empty((B, N), dtype=torch.int64), x.new_empty((B, N), dtype=acc)
@@ -116,6 +137,7 @@ def _kmeans_assign_fake(x, centroids):
 
 @torch.library.register_fake("gwkcuda::cluster_reduce")
 def _cluster_reduce_fake(x, weight, labels, k):
+    _check_devices("cluster_reduce", x, weight=weight, labels=labels)
     B, _, d, k = check_kmeans_shapes(x, weight=weight, labels=labels, k=k, check=_fake_check)
     acc = accumulate_dtype(x.dtype)
     return x.new_empty((B, k, d), dtype=acc), x.new_empty((B, k), dtype=acc)
@@ -123,6 +145,7 @@ def _cluster_reduce_fake(x, weight, labels, k):
 
 @torch.library.register_fake("gwkcuda::gwk_lloyd_step")
 def _gwk_lloyd_step_fake(x, weight, centroids):
+    _check_devices("gwk_lloyd_step", x, weight=weight, centroids=centroids)
     B, N, d, k = check_kmeans_shapes(x, centroids=centroids, weight=weight, check=_fake_check)
     acc = accumulate_dtype(x.dtype)
     return (x.new_empty((B, k, d), dtype=acc), x.new_empty((B, N), dtype=torch.int64),
@@ -131,6 +154,7 @@ def _gwk_lloyd_step_fake(x, weight, centroids):
 
 @torch.library.register_fake("gwkcuda::gwk_lloyd_step_into")
 def _gwk_lloyd_step_into_fake(x, weight, centroids, labels):
+    _check_devices("gwk_lloyd_step", x, labels=labels)
     new, _, cluster_weight, inertia = _gwk_lloyd_step_fake(x, weight, centroids)
     torch._check(labels.dtype in (torch.int64, torch.int32) and tuple(labels.shape) == tuple(x.shape[:2]),
                  lambda: f"gwk_lloyd_step: expected an int64 or int32 labels buffer of shape {list(x.shape[:2])}")
@@ -175,12 +199,14 @@ def _check_pq_weight_fake(codes, codebook):
 
 @torch.library.register_fake("gwkcuda::pq_decode")
 def _pq_decode_fake(codes, codebook):
+    _check_devices("pq_decode", codebook, codes=codes)
     N, K = _check_pq_weight_fake(codes, codebook)
     return codebook.new_empty((N, K))
 
 
 @torch.library.register_fake("gwkcuda::pq_linear")
 def _pq_linear_fake(x, codes, codebook, bias):
+    _check_devices("pq_linear", x, codes=codes, codebook=codebook, bias=bias)
     N, K = _check_pq_weight_fake(codes, codebook)
     torch._check(x.dim() == 2 and x.shape[1] == K, lambda: f"expected x [M, {K}], got {tuple(x.shape)}")
     torch._check(x.dtype == codebook.dtype, lambda: f"expected x of the codebook's dtype {codebook.dtype}, got {x.dtype}")

@@ -36,7 +36,10 @@ def plot_runs(runs, baseline: float, path, title: str) -> None:
         xs = [g[0]["ratios"]["all_inclusive"] for g in groups]
         accs = [[100 * r["accuracy"] for r in g] for g in groups]
         means = [sum(a) / len(a) for a in accs]
-        errors = [[m - min(a) for m, a in zip(means, accs)], [max(a) - m for m, a in zip(means, accs)]]
+        # max(0, ...): the mean of equal values can round a hair past them, and matplotlib refuses
+        # negative error bars.
+        errors = [[max(0.0, m - min(a)) for m, a in zip(means, accs)],
+                  [max(0.0, max(a) - m) for m, a in zip(means, accs)]]
         seeds = max(len(a) for a in accs)
         left.errorbar(xs, means, yerr=errors if seeds > 1 else None, marker=marker, color=color,
                       label=label + (f" (mean, min-max of {seeds} seeds)" if seeds > 1 else ""),

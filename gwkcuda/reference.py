@@ -61,32 +61,42 @@ def kmeans_assign(x: torch.Tensor, centroids: torch.Tensor):
     return labels, best
 
 
-def cluster_reduce(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
-    """Reference of ``cluster_reduce``: (sums [B, k, d], weight_sums [B, k]) of weight * x and of
-    weight over the points of each label."""
+def _cluster_sums(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
+    """Exact float64 (sums [B, k, d], weight_sums [B, k]): the points and weights are taken in the
+    op's accumulation dtype (as the kernels read them), every product and sum in float64."""
     B, N, d, k = check_kmeans_shapes(x, weight=weight, labels=labels, k=k)
     acc = accumulate_dtype(x.dtype)
-    w = torch.ones(B, N, dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    w = torch.ones(B, N, dtype=torch.float64) if weight is None else weight.to(acc).to(torch.float64)
     sums = torch.zeros(B, k, d, dtype=torch.float64)
     weight_sums = torch.zeros(B, k, dtype=torch.float64)
     for b in range(B):
-        sums[b].index_add_(0, labels[b], w[b, :, None] * x[b].to(torch.float64))
+        sums[b].index_add_(0, labels[b], w[b, :, None] * x[b].to(acc).to(torch.float64))
         weight_sums[b].index_add_(0, labels[b], w[b])
+    return sums, weight_sums
+
+
+def cluster_reduce(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
+    """Reference of ``cluster_reduce``: (sums [B, k, d], weight_sums [B, k]) of weight * x and of
+    weight over the points of each label."""
+    acc = accumulate_dtype(x.dtype)
+    sums, weight_sums = _cluster_sums(x, weight, labels, k)
     return sums.to(acc), weight_sums.to(acc)
 
 
 def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor):
     """Reference of ``gwk_lloyd_step``: one weighted Lloyd iteration ->
-    (new_centroids [B, k, d], labels [B, N], cluster_weight [B, k], inertia [B])."""
+    (new_centroids [B, k, d], labels [B, N], cluster_weight [B, k], inertia [B]).
+    The weighted means divide the float64 sums (never sums first rounded to float32, which loses
+    everything for weights near the smallest subnormals)."""
     labels, sqdist = kmeans_assign(x, centroids)
     k = centroids.shape[1]
-    sums, wsums = cluster_reduce(x, weight, labels, k)
+    sums, wsums = _cluster_sums(x, weight, labels, k)
     acc = accumulate_dtype(x.dtype)
-    old = centroids.to(acc)
-    new = torch.where(wsums[..., None] > 0, sums / wsums.clamp_min(1e-300)[..., None].to(acc), old)
-    w = torch.ones_like(sqdist) if weight is None else weight.to(acc)
-    inertia = (w.to(torch.float64) * sqdist.to(torch.float64)).sum(1).to(acc)
-    return new, labels, wsums, inertia
+    old = centroids.to(acc).to(torch.float64)
+    new = torch.where(wsums[..., None] > 0, sums / torch.where(wsums > 0, wsums, 1.0)[..., None], old)
+    w = torch.ones_like(sqdist, dtype=torch.float64) if weight is None else weight.to(acc).to(torch.float64)
+    inertia = (w * sqdist.to(torch.float64)).sum(1)
+    return new.to(acc), labels, wsums.to(acc), inertia.to(acc)
 
 
 # --- product-quantised weights -------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Training and evaluation loops shared by the pipelines, the CLI and the demo (tensors in memory,
 mini-batches moved to the device one at a time)."""
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -9,6 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .progress import progress
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: training stops at once and nothing is written from it."""
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500,
              device="cpu") -> float:
@@ -77,9 +82,15 @@ def _load_checkpoint(path: Path, device) -> dict:
     from . import io
 
     tensors, meta = io.load_compressed(path)
-    if "checkpoint" not in meta:
+    if not isinstance(meta.get("checkpoint"), dict):
         raise io.CompressedFileError(f"{path}: not a training checkpoint")
-    meta = meta["checkpoint"]
+    try:
+        return _checkpoint_state(tensors, meta["checkpoint"], device)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise io.CompressedFileError(f"{path}: corrupted training checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _checkpoint_state(tensors: dict, meta: dict, device) -> dict:
     model = {k[len("model."):]: v.to(device) for k, v in tensors.items() if k.startswith("model.")}
     opt_state = {int(pid): dict(rest) for pid, rest in meta["optimizer"]["state"].items()}
     for k, v in tensors.items():
@@ -88,6 +99,23 @@ def _load_checkpoint(path: Path, device) -> dict:
             opt_state.setdefault(int(pid), {})[key] = v.to(device) if key != "step" else v
     optimizer = {"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]}
     return {**meta, "model": model, "optimizer": optimizer}
+
+
+def _resume(checkpoint: Path, device, epochs: int, model, opt, sched):
+    """Restores model, optimiser and schedule from a checkpoint of this run -> (losses, next epoch)."""
+    state = _load_checkpoint(checkpoint, device)
+    if state.get("epochs") != epochs:
+        raise ValueError(f"{checkpoint}: a checkpoint of a {state.get('epochs')}-epoch run, not {epochs}; "
+                         "remove it or run without --resume")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        return list(state["losses"]), int(state["epoch"]) + 1
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{checkpoint}: a checkpoint of another run, which does not fit this model "
+                         f"({first}); remove it or run without --resume") from exc
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 1e-3,
@@ -107,6 +135,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     epoch, before the checkpoint is written. shard=(rank, world): this process trains on the rows
     rank, rank + world, ... of every batch, the batch cut to a multiple of world (data parallel;
     see gwkcuda.distributed.train_ddp).
+    Raises TrainingDiverged at the first non-finite loss (before its step, so no NaN reaches the
+    weights or a checkpoint), and ValueError if ``checkpoint`` exists but is not of this run.
     """
     params = list(model.parameters() if params is None else params)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -114,13 +144,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     losses, start = [], 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, device)
-        if state["epochs"] != epochs:
-            raise ValueError(f"{checkpoint}: a checkpoint of a {state['epochs']}-epoch run, not {epochs}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        losses, start = list(state["losses"]), state["epoch"] + 1
+        losses, start = _resume(checkpoint, device, epochs, model, opt, sched)
     for epoch in progress(range(start, epochs), show_progress, desc=desc, unit="epoch",
                           initial=start, total=epochs):
         model.train()
@@ -137,10 +161,15 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
             if augment is not None:
                 xb = augment(xb, gen)
             loss = F.cross_entropy(model(xb.to(device)), y[b].to(device))
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{desc} diverged: loss {value} at epoch {epoch + 1}, batch "
+                                       f"{i // batch + 1} (learning rate {opt.param_groups[0]['lr']:g}); "
+                                       "nothing was written from it: lower the learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(b)
+            total += value * len(b)
             count += len(b)
         sched.step()
         losses.append(total / max(1, count))

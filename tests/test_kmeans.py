@@ -256,10 +256,13 @@ def test_integer_points_are_refused():
         ops.kmeans_assign(torch.ones(1, 5, 2, dtype=torch.int64), torch.ones(1, 2, 2))
 
 
+@pytest.mark.parametrize("m", [1, 5])
 @pytest.mark.parametrize("with_nearest", [False, True])
-def test_sampling_across_slices_follows_the_probabilities(monkeypatch, with_nearest):
+def test_sampling_across_slices_follows_the_probabilities(monkeypatch, with_nearest, m):
     """k-means++ draws in two stages (slice, then point); with slices of 8 points over 37 points
-    the empirical frequencies match p = weight * nearest, and zero-probability points never come."""
+    the empirical frequencies match p = weight * nearest, and zero-probability points never come.
+    With m draws per row (a batch of centroids, stratified), each point comes m * p / sum(p)
+    times per row on average."""
     from gwkcuda import kmeans
     monkeypatch.setattr(kmeans, "_CHUNK", 8)
     gen = torch.Generator().manual_seed(0)
@@ -272,18 +275,19 @@ def test_sampling_across_slices_follows_the_probabilities(monkeypatch, with_near
         nearest = torch.rand(37, generator=gen, dtype=torch.float64) + 0.5
         p = p * nearest
         nearest = nearest.expand(rows, -1).contiguous()
-    idx = kmeans._sample(weight, nearest, torch.Generator().manual_seed(1))
-    freq = torch.bincount(idx, minlength=37).double() / rows
+    idx = kmeans._sample(weight, nearest, torch.Generator().manual_seed(1), m)
+    assert idx.shape == (rows, m)
+    freq = torch.bincount(idx.reshape(-1), minlength=37).double() / rows
     assert freq[p == 0].sum() == 0
-    expected = p / p.sum()
-    assert torch.allclose(freq, expected, atol=4 * (expected * (1 - expected) / rows).sqrt().max())
+    expected = m * p / p.sum()
+    assert torch.allclose(freq, expected, atol=4 * (expected * (1 - expected / m) / rows).sqrt().max())
 
 
 def test_sampling_falls_back_to_weight_when_every_distance_is_zero():
     from gwkcuda import kmeans
     weight = torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(50, -1).contiguous()
-    idx = kmeans._sample(weight, torch.zeros_like(weight), torch.Generator().manual_seed(0))
-    assert (idx == 1).all()
+    idx = kmeans._sample(weight, torch.zeros_like(weight), torch.Generator().manual_seed(0), 3)
+    assert idx.shape == (50, 3) and (idx == 1).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -23,9 +23,16 @@ namespace bitpack {
 constexpr int kCodesPerGroup = 8;
 constexpr int kMaxBits = 16;
 
-// Bytes needed for `numel` codes of `nbits` bits: ceil(numel * nbits / 8).
+// Bytes needed for `numel` codes of `nbits` bits: ceil(numel * nbits / 8), computed per 8-code
+// group (a group fills exactly nbits bytes) so that no numel * nbits product can wrap int64.
 GWK_HOST_DEVICE int64_t packed_bytes(int64_t numel, int nbits) {
-  return (numel * nbits + 7) / 8;
+  return (numel / 8) * nbits + ((numel % 8) * nbits + 7) / 8;
+}
+
+// The largest numel accepted: numel * nbits fits int64 (so every size computed from it does), a
+// multiple of 8 codes.
+GWK_HOST_DEVICE int64_t max_codes(int nbits) {
+  return (INT64_MAX / nbits) / 8 * 8;
 }
 
 // Number of 8-code groups covering `numel` codes.

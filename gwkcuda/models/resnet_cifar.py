@@ -79,13 +79,27 @@ def load_checkpoint(model: nn.Module, path) -> nn.Module:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not os.path.isfile(path):
+        raise ValueError(f"checkpoint {path}: expected a file, got a folder or device")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types: UnpicklingError, RuntimeError, EOFError, ...
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path}: not a PyTorch state_dict that loads with weights_only=True "
+                         f"({type(exc).__name__}: {first})") from None
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict (or a dict with 'state_dict'), got {type(blob).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"checkpoint {path}: expected a state_dict (name -> tensor, or a dict with "
+                         f"'state_dict'), got {type(blob).__name__}")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ from the model's
+        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise ValueError(f"checkpoint {path}: does not fit {type(model).__name__}: "
+                         f"{lines[0] if lines else str(exc).splitlines()[0]}") from None
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not fit {type(model).__name__}: missing "
+        raise ValueError(f"checkpoint {path}: does not fit {type(model).__name__}: missing "
                          f"{missing[:5]}, unexpected {unexpected[:5]}")
     return model
