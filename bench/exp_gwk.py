@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import model_file, pipelines, train  # noqa: E402
-from gwkcuda.cli import _write_json  # noqa: E402
+from gwkcuda.cliutil import write_json  # noqa: E402
 from gwkcuda.gwk import GWKConfig  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 
@@ -104,7 +104,7 @@ def main():
                                    f"--calib-batches {args.calib_batches}{flags}" + (f" --tag {args.tag}" if args.tag else "")
                                    + f" --arms {method}:{d}:{k}:{seed}")},
             "machine": machine(), "arm_seconds": time.perf_counter() - arm_started})
-        _write_json(os.path.join(args.out, name + ".json"), report)
+        write_json(os.path.join(args.out, name + ".json"), report)
         r = report["ratios"]
         print(f"{name}: {100 * report['accuracy_full_test']:.2f}% (float {100 * float_full:.2f}%), "
               f"(a) {r['indices_only']:.1f}x (b) {r['with_codebooks']:.1f}x (c) {r['all_inclusive']:.1f}x, "

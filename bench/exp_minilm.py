@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import distributed, minilm, model_file  # noqa: E402
-from gwkcuda.cli import _write_json  # noqa: E402
+from gwkcuda.cliutil import write_json  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant  # noqa: E402
 from gwkcuda.gwk import accumulate_importance  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
@@ -173,7 +173,7 @@ def main():
                "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                "seconds": time.perf_counter() - arm_started, "device": args.device, "processes": world,
                "machine": machine()}
-        _write_json(os.path.join(args.out, name + ".json"), row)
+        write_json(os.path.join(args.out, name + ".json"), row)
         print(f"{name}: probe {100 * row['probe_accuracy']:.2f}% (float {100 * float_acc:.2f}%), cosine "
               f"{row['mean_cosine']:.4f}, {info['ratios']['all_inclusive']:.2f}x all-inclusive, "
               f"max resident set {row['max_rss_bytes'] / 2**20:.0f} MiB, "

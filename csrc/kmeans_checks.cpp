@@ -1,8 +1,10 @@
 #include "kmeans_checks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 
 #include <sstream>
+#include <utility>
 
 #include "checks.h"
 
@@ -72,6 +74,9 @@ KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::opti
   check_weight(op, x, w);
   if (labels != nullptr) check_labels(op, x, *labels, k);
   in.acc = accumulate_type(x);
+  in.given_x = x;
+  in.given_weight = w;
+  if (centroids != nullptr) in.given_centroids = *centroids;
   in.x = x.to(in.acc).contiguous();
   if (w.defined()) in.weight = w.to(in.acc).contiguous();
   if (centroids != nullptr) in.centroids = centroids->to(in.acc).contiguous();
@@ -91,6 +96,13 @@ void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& 
               "], got ", labels.scalar_type(), " ", shape_of(labels));
   TORCH_CHECK(labels.device() == in.x.device(), op, ": expected labels on ", in.x.device(), ", got ",
               labels.device());
+  const std::pair<const char*, const at::Tensor*> inputs[] = {
+      {"x", &in.given_x}, {"weight", &in.given_weight}, {"centroids", &in.given_centroids}};
+  for (const auto& [name, t] : inputs) {
+    TORCH_CHECK(!t->defined() || at::get_overlap_status(labels, *t) == at::MemOverlapStatus::No, op,
+                ": expected a labels buffer of its own, but it shares memory with ", name,
+                " (the labels would overwrite it)");
+  }
 }
 
 std::string describe_bad_weight(const char* op, const at::Tensor& weight) {

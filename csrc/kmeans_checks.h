@@ -25,6 +25,7 @@ at::ScalarType accumulate_type(const at::Tensor& x);
 // int64); undefined tensors for what the op does not take.
 struct KMeansInputs {
   at::Tensor x, weight, centroids, labels;
+  at::Tensor given_x, given_weight, given_centroids;  // as the caller passed them (for alias checks)
   at::ScalarType acc = at::kFloat;
   int64_t B = 0, N = 0, d = 0, k = 0;
 };
@@ -34,7 +35,8 @@ struct KMeansInputs {
 KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::optional<at::Tensor>& weight,
                             const at::Tensor* centroids, const at::Tensor* labels, int64_t k);
 
-// A caller-provided labels buffer: int64 [B, N], contiguous, on x's device.
+// A caller-provided labels buffer: int64 or int32 [B, N], contiguous, on x's device, sharing no
+// memory with the op's inputs (writing labels into x would overwrite the points).
 void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& labels);
 
 // Called once a kernel has flagged a bad weight or label: the first offender, by index.

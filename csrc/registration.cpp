@@ -43,6 +43,11 @@ TORCH_LIBRARY(gwkcuda, m) {
   m.def("pq_linear(Tensor x, Tensor codes, Tensor codebook, Tensor? bias) -> Tensor");
   // The dense W [N, K] (for convolutions, export and references), in the codebook's dtype.
   m.def("pq_decode(Tensor codes, Tensor codebook) -> Tensor");
+
+  // Bin & Quant indices stored as canonical Huffman code words (gwkcuda/huffman.py): the first
+  // `numel` symbols of `stream` (uint8) under the code given by its lengths per symbol (int64
+  // [bins], 0 for unused symbols; a prefix code, lengths <= 48), as int64 [numel]. CPU only.
+  m.def("huffman_decode(Tensor stream, Tensor code_lengths, int numel) -> Tensor");
 }
 
 // The k-means ops have no derivative (labels are discrete; a Lloyd step's centroids are not a

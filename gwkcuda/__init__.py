@@ -26,3 +26,12 @@ def build_info() -> dict:
 
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """compress, save and load (gwkcuda.api), imported on first use: the pipelines they pull in
+    are not needed by a plain ``import gwkcuda``."""
+    if name in ("compress", "save", "load"):
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'gwkcuda' has no attribute {name!r}")

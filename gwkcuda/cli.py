@@ -14,19 +14,23 @@ and exits with status 2; --debug shows the traceback instead.
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
 import torch
 
 from . import io
+from .cliutil import UserError, format_table, write_json
+from .cliutil import resolve_device as _device
 from .workdir import locked as workdir_lock
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for: reported in one line, exit status 2."""
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept and how to continue: one line, exit status 130."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,18 +71,6 @@ def cmd_info(args) -> int:
     return 0 if ok else 1
 
 
-def format_table(headers, rows) -> str:
-    """A plain-text table, columns right-aligned except the first."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _count(low: int, high: int = None):
     """argparse type: an int in [low, high], refused with what was expected and what was given."""
     expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
@@ -115,21 +107,8 @@ _non_negative = _number(0.0, strict=False)  # budgets, beta, delta
 MAX_SEED = 2**32 - 1  # seeds are combined with epoch and iteration numbers into 64-bit generator seeds
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible (use --device cpu)")
-    return name
-
-
 def _show_progress(args) -> bool:
     return not args.quiet and sys.stderr.isatty()
-
-
-def _write_json(path, obj) -> None:
-    """Atomic: a temporary file in the same folder, fsync'ed, then renamed over ``path``."""
-    io.atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _summary(report: dict) -> str:
@@ -174,13 +153,18 @@ def cmd_compress(args) -> int:
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"--workdir {workdir}: expected a folder, got a file")
     with workdir_lock(workdir):
-        report = _compress_in(workdir, args, task, config, qat, out, device, progress)
+        try:
+            report = _compress_in(workdir, args, task, config, qat, out, device, progress)
+        except KeyboardInterrupt:
+            argv = list(args.argv) + ([] if args.resume else ["--resume"])
+            raise Interrupted(f"interrupted; the finished epochs are kept in {workdir}, and {out} was not "
+                              f"written; to continue: gwkcuda {shlex.join(argv)}") from None
     try:
         workdir.rmdir()
     except OSError:
         pass
     if args.report:
-        _write_json(args.report, report)
+        write_json(args.report, report)
     print(_summary(report))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""))
     return 0
@@ -397,10 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return args.func(args)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if debug:
+            raise
+        print(f"gwkcuda: {exc if isinstance(exc, Interrupted) else 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UserError, ValueError, OSError) as exc:  # OSError: disk full, read-only, size limit, ...
         if debug:
             raise

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__, pipelines, plots
 from .binquant import BinQuantConfig
+from .cliutil import format_table, resolve_device, write_json
 from .gwk import GWKConfig
 from .microbench import machine
 
@@ -77,9 +78,7 @@ def run(out, *, data_root=None, device="cpu", seed=0, progress=False, log=print)
                     f"gwkcuda demo: {spec['model']} on {spec['data']} ({runs[0]['evaluated_on']}, "
                     f"float {100 * baseline:.1f}%)")
     report["seconds"] = time.perf_counter() - started
-    from .cli import _write_json
-
-    _write_json(out / "report.json", report)
+    write_json(out / "report.json", report)
     return report
 
 
@@ -102,9 +101,7 @@ TABLE_HEADERS = ["method", "setting", "seeds", "accuracy % (min-max)", "drop (po
 
 
 def main(args, progress=False) -> int:
-    from .cli import _device, format_table
-
-    device = _device(args.device)
+    device = resolve_device(args.device)
     report = run(args.out, data_root=args.data_root, device=device, seed=args.seed, progress=progress)
     print()
     print(f"{report['model']} on {report['demo']}, accuracy on {report['evaluated_on']}, "

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 
 
+MAX_LENGTH = 48  # longest code word the decoder takes (csrc/cpu/huffman.cpp)
+
+
 def code_lengths(counts) -> list:
     """Huffman code lengths (bits) per symbol from symbol counts; unused symbols get 0, and a
     single used symbol gets length 1."""
@@ -62,27 +65,17 @@ def encode(symbols: torch.Tensor, lengths) -> torch.Tensor:
 
 
 def decode(stream: torch.Tensor, lengths, numel: int) -> torch.Tensor:
-    """Decodes ``numel`` symbols from a stream written by :func:`encode` -> int64 [numel]."""
-    bits = np.unpackbits(stream.cpu().numpy().astype(np.uint8), bitorder="little")
-    table = {(l, c): s for s, (l, c) in enumerate(zip(lengths, canonical_codes(lengths))) if l > 0}
-    out = np.empty(numel, dtype=np.int64)
-    pos, n = 0, 0
-    while n < numel:
-        code, length = 0, 0
-        while True:
-            if pos >= bits.size:
-                raise ValueError(f"huffman.decode: stream ended after {n} of {numel} symbols")
-            code = (code << 1) | int(bits[pos])
-            pos += 1
-            length += 1
-            s = table.get((length, code))
-            if s is not None:
-                break
-            if length > 64:
-                raise ValueError("huffman.decode: corrupted stream (no code word matches)")
-        out[n] = s
-        n += 1
-    return torch.from_numpy(out)
+    """Decodes ``numel`` symbols from a stream written by :func:`encode` -> int64 [numel].
+
+    Table-driven, in C++ (``torch.ops.gwkcuda.huffman_decode``); lengths must form a prefix code
+    (Kraft's inequality) of words at most MAX_LENGTH bits long, else ValueError, as for a stream
+    that ends early or holds a bit pattern no word matches."""
+    from . import ops
+
+    try:
+        return ops.huffman_decode(stream.cpu(), torch.as_tensor(list(lengths), dtype=torch.int64), numel)
+    except RuntimeError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
 
 
 def encoded_bits(counts, lengths) -> int:

@@ -126,7 +126,7 @@ def _encode_bins(idx: torch.Tensor, bins: int):
     nbits = max(1, math.ceil(math.log2(bins)))
     counts = torch.bincount(idx, minlength=bins).tolist()
     lengths = huffman.code_lengths(counts)
-    if huffman.encoded_bits(counts, lengths) < idx.numel() * nbits:
+    if huffman.encoded_bits(counts, lengths) < idx.numel() * nbits and max(lengths) <= huffman.MAX_LENGTH:
         return huffman.encode(idx, lengths), {"encoding": "huffman", "code_lengths": lengths}
     return ops.pack_bits(idx.to(torch.int32), nbits), {"encoding": "bitarray", "nbits": nbits}
 
@@ -257,14 +257,80 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
                                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
+def check_payload(path, tensors: dict, meta: dict) -> None:
+    """Every stored stream against its header entry, before anything is decoded or allocated: packed
+    codes of exactly ceil(count * bits / 8) bytes, codebooks of [groups, k, d], bin values of
+    `bins` entries, bit-array indices of ceil(numel * nbits / 8) bytes, Huffman code lengths that
+    form a prefix code (Kraft's inequality) of words <= huffman.MAX_LENGTH bits, and a stream long
+    enough for numel words of the shortest length. CompressedFileError names the tensor."""
+    def need(name, what, ok):
+        if name not in tensors:
+            raise io.CompressedFileError(f"{path}: bad payload: {name}: missing ({what})")
+        if not ok(tensors[name]):
+            t = tensors[name]
+            raise io.CompressedFileError(f"{path}: bad payload: {name}: expected {what}, got "
+                                         f"{dtype_name(t.dtype)} {list(t.shape)}")
+
+    def packed(count, bits):
+        return lambda t: t.dtype == torch.uint8 and t.dim() == 1 and t.numel() == (count * bits + 7) // 8
+
+    for name, info in meta["layers"].items():
+        module = name.rsplit(".", 1)[0]
+        if info["kind"] == "pq":
+            bits = max(1, math.ceil(math.log2(info["k"])))
+            count = math.prod(info["codes_shape"])
+            need(module + ".codes", f"{count} codes packed at {bits} bits", packed(count, bits))
+            shape = [info["groups"], info["k"], info["d"]]
+            if "codebook_levels_bits" in info:
+                lb = info["codebook_levels_bits"]
+                need(module + ".codebook", f"{math.prod(shape)} levels packed at {lb} bits", packed(math.prod(shape), lb))
+            else:
+                need(module + ".codebook", f"a float codebook {shape}",
+                     lambda t: t.is_floating_point() and list(t.shape) == shape)
+            continue
+        if "values_from" not in info:
+            need(name + ".values", f"{info['bins']} bin values", lambda t: t.dim() == 1 and t.numel() == info["bins"])
+        if info["encoding"] == "bitarray":
+            need(name + ".indices", f"{info['numel']} indices packed at {info['nbits']} bits",
+                 packed(info["numel"], info["nbits"]))
+            continue
+        lengths = info["code_lengths"]
+        used = [n for n in lengths if n > 0]
+        if not used or max(used) > huffman.MAX_LENGTH or \
+                sum(1 << (huffman.MAX_LENGTH - n) for n in used) > 1 << huffman.MAX_LENGTH:
+            raise io.CompressedFileError(f"{path}: bad model header: layers[{name!r}].code_lengths: expected "
+                                         f"a prefix code (Kraft's inequality) of words of 1..{huffman.MAX_LENGTH} bits")
+        need(name + ".indices", f"a Huffman stream of at least {info['numel'] * min(used)} bits",
+             lambda t: t.dtype == torch.uint8 and t.dim() == 1 and t.numel() * 8 >= info["numel"] * min(used))
+
+
+def _check_architecture(path, meta: dict, tensors: dict) -> None:
+    """The recorded architecture, built on the meta device (no memory), against the stored shapes:
+    a header naming a billion classes is refused before a billion-row classifier is allocated."""
+    from .models import build_model
+
+    arch = meta["arch"]
+    with torch.device("meta"):
+        skeleton = build_model(arch["name"], arch.get("num_classes", 10), arch.get("in_channels", 1))
+    stored = {n: list(t.shape) for n, t in tensors.items()}
+    stored.update({n: info["shape"] for n, info in meta["layers"].items()})
+    for name, t in skeleton.state_dict().items():
+        if name in stored and stored[name] != list(t.shape) and t.dim() > 0:
+            raise io.CompressedFileError(f"{path}: does not fit {arch['name']} (num_classes "
+                                         f"{arch.get('num_classes', 10)}, in_channels {arch.get('in_channels', 1)}): "
+                                         f"{name} is {list(t.shape)} there, {stored[name]} in the file")
+
+
 def _build(path, tensors: dict, meta: dict, model: Optional[nn.Module]) -> nn.Module:
     from .models import build_model
 
+    check_payload(path, tensors, meta)
     tensors = {n: t.float() if t.is_floating_point() else t for n, t in tensors.items()}  # float16 storage
     if model is None:
         arch = meta.get("arch")
         if not arch:
             raise io.CompressedFileError(f"{path}: records no architecture; pass the model to load into")
+        _check_architecture(path, meta, tensors)
         model = build_model(arch["name"], arch.get("num_classes", 10), arch.get("in_channels", 1))
     if "ewgs" in meta:
         from .ewgs import quantize_model

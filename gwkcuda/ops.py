@@ -274,3 +274,25 @@ def _pq_decode_backward(ctx, grad_w):
 
 torch.library.register_autograd("gwkcuda::pq_linear", _pq_linear_backward, setup_context=_pq_linear_setup)
 torch.library.register_autograd("gwkcuda::pq_decode", _pq_decode_backward, setup_context=_pq_decode_setup)
+
+
+# --- Huffman-coded indices -----------------------------------------------------------------------
+
+def huffman_decode(stream: torch.Tensor, code_lengths: torch.Tensor, numel: int) -> torch.Tensor:
+    """The first ``numel`` symbols of a canonical-Huffman stream (gwkcuda/huffman.py's layout).
+
+    Args:
+        stream: uint8 [bytes] on the CPU.
+        code_lengths: int64 [symbols], each in 0..48 (0: unused), satisfying Kraft's inequality.
+        numel: symbols to decode, >= 0.
+    Returns:
+        int64 [numel]. Raises RuntimeError on a stream that ends early or matches no code word.
+    """
+    _check_int("huffman_decode", "numel", numel)
+    return torch.ops.gwkcuda.huffman_decode.default(stream, code_lengths, numel)
+
+
+@torch.library.register_fake("gwkcuda::huffman_decode")
+def _huffman_decode_fake(stream, code_lengths, numel):
+    _check_devices("huffman_decode", stream, code_lengths=code_lengths)
+    return stream.new_empty((numel,), dtype=torch.int64)

@@ -5,14 +5,20 @@ input axis, Cin*kh*kw for a convolution). Each row is split into S = K / d sub-v
 the N rows form ``groups`` equal groups of consecutive rows, and each group's sub-vectors are
 clustered into k codewords by (importance-)weighted k-means. Storage: ceil(log2 k) bits per
 sub-vector index, i.e. ceil(log2 k) / d bits per weight, plus the codebooks.
+
+:func:`gwk_quantize` clusters the layers of a plan (several at once, batched); :func:`pq_quantize`
+is the same for one weight. The model-level pipeline (importances, the swap to PQ layers) is
+gwkcuda.gwk, one layer above.
 """
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from . import io, ops
+from .kmeans import stack_problems, weighted_kmeans
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,94 @@ def pq_quantize(weight: torch.Tensor, config: PQConfig, importance: Optional[tor
     if importance is not None and tuple(importance.shape) != tuple(weight.shape):
         raise ValueError(f"pq_quantize: expected importance of the weight's shape "
                          f"{tuple(weight.shape)}, got {tuple(importance.shape)}")
-    from .gwk import gwk_quantize  # the one clustering of a layer's groups (gwk imports this module)
     return gwk_quantize({"w": weight}, {"w": config}, None if importance is None else {"w": importance},
                         iters=iters, seed=seed)["w"]
+
+
+def _points(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as k-means points: float32 and float64 as they are (no copy), half types in float32."""
+    w = weight.detach()
+    return w if w.dtype in (torch.float32, torch.float64) else w.float()
+
+
+_POINTS_PER_CALL = 1 << 16  # per-row clustering: points per batched call (work arrays of ~1 MiB)
+
+
+def _nudge(s: torch.Tensor, beta: Optional[float], mean: float) -> torch.Tensor:
+    """Sub-vector weights s -> 1 + beta * s / mean (GWKConfig.beta; mean: over the whole layer), in
+    place, so that a streamed layer gets no second point-sized array; s itself when beta is None."""
+    if beta is not None:
+        s.mul_(beta / max(mean, torch.finfo(torch.float32).tiny)).add_(1)
+    return s
+
+
+def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
+                 importance: Optional[Dict[str, torch.Tensor]] = None, *, beta: Optional[float] = None,
+                 iters: int = 25, seed: int = 0, show_progress: bool = False) -> Dict[str, PQWeight]:
+    """Product-quantises every weight of ``plan`` with (gradient-)weighted k-means, the layers that
+    share (d, k) in one batched call (padded with zero-weight points).
+
+    A layer with groups > 1 (for example PQConfig(1, 2**bits, groups=rows): per-row scalar
+    clustering, as SqueezeLLM) is clustered on its own, its groups as a batch of problems, a slice
+    of groups at a time (about 2**16 points per call) so that its work arrays stay small.
+
+    Args:
+        weights: name -> weight [N, ...]; plan: name -> PQConfig.
+        importance: name -> per-weight importance of the weight's shape, or None (plain k-means).
+        beta: see GWKConfig (the mean is over the whole layer).
+    Returns:
+        name -> PQWeight (codes [N, K/d], codebook [G, k, d])."""
+    def sub_weights(n, d):
+        """Per sub-vector [N*K/d]: the sum of its importances, nudged by beta; None for k-means."""
+        if importance is None:
+            return None
+        s = importance[n].detach().float().reshape(-1, d).sum(-1)
+        return _nudge(s, beta, float(s.mean()))
+
+    def result_for(n, labels, centroids):
+        weight, cfg = weights[n], plan[n]
+        return PQWeight(labels.reshape(weight.shape[0], -1).to(cfg.code_dtype),
+                        centroids.to(weight.dtype).contiguous(), tuple(weight.shape), cfg)
+
+    by_shape, out = {}, {}
+    for name, cfg in plan.items():
+        if cfg.groups == 1:
+            by_shape.setdefault((cfg.d, cfg.k), []).append(name)
+            continue
+        G, d = cfg.groups, cfg.d
+        if weights[name].shape[0] % G:
+            raise ValueError(f"gwk_quantize: expected the {weights[name].shape[0]} rows of {name} to split "
+                             f"into groups = {G} equal groups")
+        x = _points(weights[name]).reshape(G, -1, d)
+        imp = None if importance is None else importance[name].detach().float().reshape(G, -1, d)
+        mean = None if imp is None else float(imp.sum()) / (imp.numel() // d)  # over the whole layer
+        codes = torch.empty(x.shape[:2], dtype=cfg.code_dtype, device=x.device)
+        codebook = x.new_empty(G, cfg.k, d)
+        step = max(1, _POINTS_PER_CALL // x.shape[1])
+        unweighted = 0  # groups without any importance (embedding rows of tokens never seen)
+        for g in range(0, G, step):  # small work arrays; results go straight into codes and codebook
+            w = None if imp is None else _nudge(imp[g:g + step].sum(-1), beta, mean)
+            if w is not None:
+                unweighted += int((w.sum(1) <= 0).sum())
+            with warnings.catch_warnings():  # one warning per layer below, not one per slice
+                warnings.filterwarnings("ignore", "weighted_kmeans: every weight is zero", RuntimeWarning)
+                r = weighted_kmeans(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
+            codes[g:g + step], codebook[g:g + step] = r.labels, r.centroids
+        if unweighted:
+            warnings.warn(f"gwk_quantize: {name}: {unweighted} of {G} groups have zero importance everywhere "
+                          "(never reached by the calibration gradients); clustered with uniform weights",
+                          RuntimeWarning, stacklevel=2)
+        out[name] = result_for(name, codes, codebook)
+    for (d, k), names in by_shape.items():
+        xs = [_points(weights[n]).reshape(-1, d) for n in names]
+        ws = None if importance is None else [sub_weights(n, d) for n in names]
+        if len(xs) == 1:  # one layer (as when streaming): no padding, so no copies of the weight
+            x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None
+        else:
+            x, w, lengths = stack_problems(xs, ws)
+        result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
+                                 show_progress=show_progress, labels_dtype=torch.int32)
+        del x, w, ws  # the point weights go before the codes are made
+        for b, n in enumerate(names):
+            out[n] = result_for(n, result.labels[b, : xs[b].shape[0]], result.centroids[b:b + 1])
+    return {n: out[n] for n in plan}

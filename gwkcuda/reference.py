@@ -118,3 +118,30 @@ def pq_linear(x, codes, codebook, bias=None):
     """Reference of ``pq_linear``: x @ pq_decode(codes, codebook).T + bias, in float64."""
     y = x.to(torch.float64) @ pq_decode(codes, codebook).to(torch.float64).t()
     return y if bias is None else y + bias.to(torch.float64)
+
+
+# --- Huffman -------------------------------------------------------------------------------------
+
+def huffman_decode(stream: torch.Tensor, lengths, numel: int) -> torch.Tensor:
+    """Reference of ``huffman_decode``, one bit at a time: the stream's bits LSB-first per byte,
+    each canonical code word (gwkcuda.huffman.canonical_codes) most significant bit first."""
+    import numpy as np
+
+    from .huffman import canonical_codes
+
+    bits = np.unpackbits(stream.cpu().numpy().astype(np.uint8), bitorder="little")
+    table = {(l, c): s for s, (l, c) in enumerate(zip(lengths, canonical_codes(lengths))) if l > 0}
+    out = np.empty(numel, dtype=np.int64)
+    pos = 0
+    for n in range(numel):
+        code, length = 0, 0
+        while (length, code) not in table:
+            if pos >= bits.size:
+                raise ValueError(f"reference.huffman_decode: stream ended after {n} of {numel} symbols")
+            if length > max(lengths):
+                raise ValueError("reference.huffman_decode: corrupted stream (no code word matches)")
+            code = (code << 1) | int(bits[pos])
+            pos += 1
+            length += 1
+        out[n] = table[(length, code)]
+    return torch.from_numpy(out)

@@ -7,7 +7,7 @@ most one layer.
     model_file.save_model("model.gwk", model)                          # one file at the end
 
 Per layer: its weight and importances go to ``device``, are clustered (GWK-PQ: importance-weighted
-k-means of the d-long sub-vectors, ``gwkcuda.gwk.gwk_quantize``), the codes and codebook come back,
+k-means of the d-long sub-vectors, ``gwkcuda.pq.gwk_quantize``), the codes and codebook come back,
 are written atomically to ``<parts>/<layer>.gwk`` and the layer is swapped for a PQLinear on the
 host (PQEmbedding for an embedding table); the device copies are released before the next layer. So device memory holds one layer, its
 importances and the clustering's work arrays at a time. The parts folder is valid after every
@@ -25,9 +25,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .gwk import gwk_quantize
 from .nn import install_pq
-from .pq import PQConfig, PQWeight
+from .pq import PQConfig, PQWeight, gwk_quantize
 
 
 def layer_plan(model: nn.Module, d: int, k: int, min_weights: int = 4096, skip=(),

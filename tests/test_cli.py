@@ -190,3 +190,35 @@ def test_gwk_chain_with_ewgs_resumes_to_the_same_file(tmp_path, monkeypatch, cap
     fresh = model_file.load_model(tmp_path / "full.gwk")
     from gwkcuda.ewgs import QConv2d
     assert isinstance(fresh[3], QConv2d) and fresh[3].codebook is not None
+
+
+def test_ctrl_c_is_one_line_exit_130_and_resume_finishes_the_same_file(tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside fine-tuning: one line naming what was kept and the --resume command, exit 130,
+    no file under the final name; the printed command finishes with the file of an uninterrupted run."""
+    import shlex
+    from gwkcuda import train
+
+    argv = ["compress", "--method", "kmeans", "--model", "digits_cnn", "--data", "digits", "--device", "cpu",
+            "--float-epochs", "2", "--epochs", "2", "--calib-batches", "2", "--iters", "3"]
+    assert cli.main(argv + ["--out", str(tmp_path / "full.gwk")]) == 0
+    original, saved = train._save_atomic, {"n": 0}
+
+    def save_then_ctrl_c(obj, path):
+        original(obj, path)
+        saved["n"] += 1
+        if saved["n"] == 3:  # float training done, first fine-tuning epoch saved
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_save_atomic", save_then_ctrl_c)
+    capsys.readouterr()
+    out = tmp_path / "cut.gwk"
+    assert cli.main(argv + ["--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"gwkcuda: interrupted; the finished epochs are kept in {out}.work"), err
+    assert not out.exists() and (tmp_path / "cut.gwk.work" / "finetune.pt").exists()
+    command = shlex.split(err.split("to continue: ", 1)[1])
+    assert command[0] == "gwkcuda" and command[-1] == "--resume"
+    monkeypatch.setattr(train, "_save_atomic", original)
+    assert cli.main(command[1:]) == 0
+    assert out.read_bytes() == (tmp_path / "full.gwk").read_bytes()

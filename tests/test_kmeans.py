@@ -309,3 +309,21 @@ def test_int32_labels_buffer_gives_the_same_clustering(device):
     assert torch.equal(r64.centroids, r32.centroids)
     with pytest.raises(RuntimeError, match="int64 or int32 labels buffer"):
         ops.gwk_lloyd_step(x, w, c, labels_out=torch.empty(2, 700, dtype=torch.int16, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_labels_buffer_sharing_memory_with_an_input_is_refused(device):
+    """gwk_lloyd_step_into would write the labels over the points (or weights, or centroids)."""
+    x = torch.randn(1, 8, 2, dtype=torch.float64, device=device)
+    w = torch.rand(1, 8, dtype=torch.float64, device=device)
+    c = x[:, :3].clone()
+    for name, buffer in (("x", x.view(torch.int64)[..., 0]), ("weight", w.view(torch.int64))):
+        if not buffer.is_contiguous():
+            buffer = x.view(torch.int64).reshape(1, 16)[:, :8]
+        before = x.clone(), w.clone()
+        with pytest.raises(RuntimeError, match=f"shares memory with {name}"):
+            ops.gwk_lloyd_step(x, w, c, labels_out=buffer)
+        assert torch.equal(x, before[0]) and torch.equal(w, before[1])
+    big = torch.zeros(1, 64, dtype=torch.int64, device=device)
+    with pytest.raises(RuntimeError, match="shares memory with centroids"):
+        ops.gwk_lloyd_step(x, w, big.view(torch.float64)[:, :6].reshape(1, 3, 2), labels_out=big[:, :8])

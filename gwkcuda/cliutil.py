@@ -1,0 +1,38 @@
+"""What the command line and the demo share: the user-error type, the device choice, the plain-text
+table and the atomic JSON writer (a module of its own, so that cli.py and demo.py do not import
+each other)."""
+import json
+
+import torch
+
+from . import io
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line, exit status 2."""
+
+
+def resolve_device(name: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; "cuda" without a GPU is a UserError."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible (use --device cpu)")
+    return name
+
+
+def format_table(headers, rows) -> str:
+    """A plain-text table, columns right-aligned except the first."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path, obj) -> None:
+    """Atomic: a temporary file in the same folder, fsync'ed, then renamed over ``path``."""
+    io.atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
