@@ -46,7 +46,7 @@ TORCH_LIBRARY(gwkcuda, m) {
 
   // Bin & Quant indices stored as canonical Huffman code words (gwkcuda/huffman.py): the first
   // `numel` symbols of `stream` (uint8) under the code given by its lengths per symbol (int64
-  // [bins], 0 for unused symbols; a prefix code, lengths <= 48), as int64 [numel]. CPU only.
+  // [bins], 0 for unused symbols; a prefix code, lengths <= 48), as int32 [numel]. CPU only.
   m.def("huffman_decode(Tensor stream, Tensor code_lengths, int numel) -> Tensor");
 }
 

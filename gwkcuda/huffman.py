@@ -65,7 +65,7 @@ def encode(symbols: torch.Tensor, lengths) -> torch.Tensor:
 
 
 def decode(stream: torch.Tensor, lengths, numel: int) -> torch.Tensor:
-    """Decodes ``numel`` symbols from a stream written by :func:`encode` -> int64 [numel].
+    """Decodes ``numel`` symbols from a stream written by :func:`encode` -> int32 [numel].
 
     Table-driven, in C++ (``torch.ops.gwkcuda.huffman_decode``); lengths must form a prefix code
     (Kraft's inequality) of words at most MAX_LENGTH bits long, else ValueError, as for a stream

@@ -134,7 +134,7 @@ def _encode_bins(idx: torch.Tensor, bins: int):
 def _decode_bins(stream: torch.Tensor, meta: dict) -> torch.Tensor:
     if meta["encoding"] == "huffman":
         return huffman.decode(stream, meta["code_lengths"], meta["numel"])
-    return ops.unpack_bits(stream, meta["nbits"], meta["numel"]).long()
+    return ops.unpack_bits(stream, meta["nbits"], meta["numel"])  # int32 indices, as huffman.decode
 
 
 def fp32_bytes(model: nn.Module) -> int:

@@ -286,7 +286,7 @@ def huffman_decode(stream: torch.Tensor, code_lengths: torch.Tensor, numel: int)
         code_lengths: int64 [symbols], each in 0..48 (0: unused), satisfying Kraft's inequality.
         numel: symbols to decode, >= 0.
     Returns:
-        int64 [numel]. Raises RuntimeError on a stream that ends early or matches no code word.
+        int32 [numel]. Raises RuntimeError on a stream that ends early or matches no code word.
     """
     _check_int("huffman_decode", "numel", numel)
     return torch.ops.gwkcuda.huffman_decode.default(stream, code_lengths, numel)
@@ -295,4 +295,4 @@ def huffman_decode(stream: torch.Tensor, code_lengths: torch.Tensor, numel: int)
 @torch.library.register_fake("gwkcuda::huffman_decode")
 def _huffman_decode_fake(stream, code_lengths, numel):
     _check_devices("huffman_decode", stream, code_lengths=code_lengths)
-    return stream.new_empty((numel,), dtype=torch.int64)
+    return stream.new_empty((numel,), dtype=torch.int32)

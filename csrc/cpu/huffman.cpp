@@ -4,7 +4,9 @@
 // before it), so it runs on one thread and is made fast per symbol instead: a 64-bit bit buffer
 // refilled 8 bytes at a time, and a table over the next kTableBits bits that resolves every code
 // word up to that length in one lookup; longer words fall back to the canonical per-length
-// comparison. CPU only: the stream is decoded once, when a file is loaded.
+// comparison. Each table entry holds every whole code word that fits in its kTableBits bits (up to
+// kPerEntry of them), so one lookup emits several symbols of a small, skewed alphabet (Bin & Quant's
+// bins average 2-4 bits). CPU only: the stream is decoded once, when a file is loaded.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -16,6 +18,7 @@ namespace {
 
 constexpr int kTableBits = 11;  // 2048 entries: covers the common words of small alphabets
 constexpr int kMaxLength = 48;  // longest code word accepted (the encoder never exceeds it)
+constexpr int kPerEntry = 4;    // symbols one table entry may emit
 
 struct CanonicalCode {
   int max_len = 0;
@@ -24,6 +27,9 @@ struct CanonicalCode {
   std::vector<int64_t> first_index;     // [len]: index of that first word in `symbols`
   std::vector<int32_t> symbols;         // by (length, symbol)
   std::vector<uint32_t> table;          // [2^kTableBits]: symbol << 8 | length, or 0 (longer word)
+  // The same windows decoded as far as whole words go: count and total bits, and the symbols.
+  std::vector<uint8_t> multi_count, multi_bits;
+  std::vector<int32_t> multi_symbols;   // [2^kTableBits][kPerEntry]
 };
 
 CanonicalCode build_code(const at::Tensor& lengths_in) {
@@ -74,6 +80,22 @@ CanonicalCode build_code(const at::Tensor& lengths_in) {
       for (uint32_t high = 0; high < (1u << (kTableBits - l)); ++high) code.table[reversed | high << l] = entry;
     }
   }
+  const size_t windows = size_t{1} << kTableBits;
+  code.multi_count.assign(windows, 0);
+  code.multi_bits.assign(windows, 0);
+  code.multi_symbols.assign(windows * kPerEntry, 0);
+  for (size_t w = 0; w < windows; ++w) {
+    int used = 0, count = 0;
+    while (count < kPerEntry) {  // the bits above kTableBits - used are unknown: whole words only
+      const uint32_t e = code.table[(w >> used) & ((size_t{1} << kTableBits) - 1)];
+      const int l = static_cast<int>(e & 0xFF);
+      if (l == 0 || l > kTableBits - used) break;
+      code.multi_symbols[w * kPerEntry + count++] = static_cast<int32_t>(e >> 8);
+      used += l;
+    }
+    code.multi_count[w] = static_cast<uint8_t>(count);
+    code.multi_bits[w] = static_cast<uint8_t>(used);
+  }
   return code;
 }
 
@@ -90,13 +112,14 @@ at::Tensor huffman_decode_cpu(const at::Tensor& stream_in, const at::Tensor& len
   // before the output is allocated.
   TORCH_CHECK(numel <= size * 8, "huffman_decode: ", numel, " symbols cannot fit in a stream of ", size,
               " bytes");
-  auto out = at::empty({numel}, stream.options().dtype(at::kLong));
-  int64_t* dst = out.mutable_data_ptr<int64_t>();
+  // kPerEntry - 1 slots of slack: a table entry's symbols are copied whole, even past the end.
+  auto storage = at::empty({numel + kPerEntry}, stream.options().dtype(at::kInt));  // int32, as unpack_bits
+  int32_t* dst = storage.mutable_data_ptr<int32_t>();
   uint64_t buf = 0;  // the next `have` stream bits, the earliest in bit 0
   int have = 0;
   int64_t byte = 0;
   const uint64_t mask = (uint64_t{1} << kTableBits) - 1;
-  for (int64_t i = 0; i < numel; ++i) {
+  for (int64_t i = 0; i < numel;) {
     if (have < kMaxLength) {
       if (byte + 8 <= size) {  // refill whole bytes from one unaligned 8-byte load
         uint64_t word;
@@ -111,7 +134,17 @@ at::Tensor huffman_decode_cpu(const at::Tensor& stream_in, const at::Tensor& len
         }
       }
     }
-    const uint32_t entry = code.table[buf & mask];
+    const size_t window = buf & mask;
+    const int bits = code.multi_bits[window];
+    if (code.multi_count[window] > 0 && bits <= have) {  // several symbols in one lookup
+      const int32_t* symbols = &code.multi_symbols[window * kPerEntry];
+      for (int j = 0; j < kPerEntry; ++j) dst[i + j] = symbols[j];
+      i += code.multi_count[window];
+      buf >>= bits;
+      have -= bits;
+      continue;
+    }
+    const uint32_t entry = code.table[window];
     int l = static_cast<int>(entry & 0xFF);
     int64_t symbol;
     if (l != 0) {
@@ -131,10 +164,11 @@ at::Tensor huffman_decode_cpu(const at::Tensor& stream_in, const at::Tensor& len
                   "after symbol ", i, ")");
     }
     TORCH_CHECK(symbol >= 0 && l <= have, "huffman_decode: the stream ended after ", i, " of ", numel, " symbols");
-    dst[i] = symbol;
+    dst[i++] = static_cast<int32_t>(symbol);
     buf >>= l;
     have -= l;
   }
+  auto out = storage.narrow(0, 0, numel);
   return out;
 }
 
