@@ -482,12 +482,20 @@ def _global_allocation(units, importance, config, evaluate, floor, counter):
             e.insert(e.index(hi), (lo + hi) / 2)
         return edges
 
+    # The bisection evaluates no split and every split, then halves [0, len(order)]: log2 of it more.
+    bar = progress(None, config.progress, total=math.ceil(math.log2(len(order) + 1)) + 2,
+                   desc="bin & quant (global)", unit="evaluation")
+
     def accuracy_at(t):
         for unit, e in zip(units, state(t)):
             unit.set_values(quantize(unit.v, e, rule, integer=unit.is_uint8)[0])
-        return evaluate()
+        acc = evaluate()
+        bar.set_postfix(splits=t, accuracy=f"{acc:.4f}")
+        bar.update(1)
+        return acc
 
     hi, final_acc = _fewest_passing(len(order), accuracy_at, floor)
+    bar.close()
     if hi is None:
         raise _GlobalMiss()
     final = state(hi)

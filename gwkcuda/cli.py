@@ -14,6 +14,7 @@ and exits with status 2; --debug shows the traceback instead.
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ from .workdir import locked as workdir_lock
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+
+
+CHECKPOINTS = ("float.pt", "qat.pt", "finetune.pt")  # compress's per-phase checkpoints in its work folder
 
 
 class Interrupted(Exception):
@@ -113,11 +117,12 @@ def _show_progress(args) -> bool:
 
 def _summary(report: dict) -> str:
     r = report["ratios"]
-    return (f"{report['method']} {report['model']} on {report['data']} ({report['evaluated_on']}): "
-            f"accuracy {100 * report['accuracy']:.2f}% (float {100 * report['baseline_accuracy']:.2f}%, "
-            f"drop {report['accuracy_drop_points']:.2f} points); compression {r['all_inclusive']:.2f}x "
-            f"all-inclusive, {r['with_codebooks']:.2f}x indices+codebooks, {r['indices_only']:.2f}x "
-            f"indices only; {report['file_bytes']} bytes")
+    return (f"{report['method']} {report['model']} on {report['data']}: {r['all_inclusive']:.2f}x all-inclusive "
+            f"({report['file_bytes']} bytes against {report['fp32_bytes']} in fp32), accuracy "
+            f"{100 * report['accuracy']:.2f}% on {report['evaluated_on']} (float "
+            f"{100 * report['baseline_accuracy']:.2f}%, drop {report['accuracy_drop_points']:.2f} points); "
+            f"the compressed layers alone: {r['with_codebooks']:.2f}x with codebooks, {r['indices_only']:.2f}x "
+            f"indices only")
 
 
 def cmd_compress(args) -> int:
@@ -129,6 +134,11 @@ def cmd_compress(args) -> int:
     progress = _show_progress(args)
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
+    if args.checkpoint is None and args.float_epochs == 0:
+        raise UserError("--float-epochs 0 without --checkpoint would compress an untrained network: train it "
+                        "(--float-epochs N, default 20) or pass the trained weights with --checkpoint")
+    if args.method == "binquant" and args.allocation == "global" and args.sensitivity != "gradient":
+        raise UserError("--allocation global needs --sensitivity gradient (its split order comes from gradients)")
     task = pipelines.load_task(args.model, args.data, args.data_root)
     if args.method == "binquant":
         config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins,
@@ -147,25 +157,37 @@ def cmd_compress(args) -> int:
     _check_output(out, "--out")
     if args.report:
         _check_output(Path(args.report), "--report")
+    _check_model_fits_data(task)
     if args.method != "binquant":
         _check_gwk_knobs(args, task, config)
+    else:
+        _check_binquant_layers(task, config)
     workdir = Path(args.workdir or f"{out}.work")
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"--workdir {workdir}: expected a folder, got a file")
-    with workdir_lock(workdir):
-        try:
-            report = _compress_in(workdir, args, task, config, qat, out, device, progress)
-        except KeyboardInterrupt:
-            argv = list(args.argv) + ([] if args.resume else ["--resume"])
-            raise Interrupted(f"interrupted; the finished epochs are kept in {workdir}, and {out} was not "
-                              f"written; to continue: gwkcuda {shlex.join(argv)}") from None
+    resume = "gwkcuda " + shlex.join(list(args.argv) + ([] if args.resume else ["--resume"]))
     try:
-        workdir.rmdir()
-    except OSError:
-        pass
+        with workdir_lock(workdir):
+            try:
+                report = _compress_in(workdir, args, task, config, qat, out, device, progress)
+            except KeyboardInterrupt:
+                raise Interrupted(f"interrupted; the finished epochs are kept in {workdir}, and {out} was not "
+                                  f"written; to continue: {resume}") from None
+            except (UserError, ValueError, OSError) as exc:
+                if any((workdir / n).exists() for n in CHECKPOINTS):  # never left behind silently
+                    raise UserError(f"{_one_line(exc)} (the finished epochs are kept in {workdir}; once the "
+                                    f"cause is fixed, continue with: {resume})") from exc
+                raise
+    finally:
+        try:
+            workdir.rmdir()  # only when empty: no checkpoint is ever thrown away here
+        except OSError:
+            pass
     if args.report:
         write_json(args.report, report)
     print(_summary(report))
+    if getattr(args, "float_layers", None):
+        print("kept in float: " + "; ".join(args.float_layers))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""))
     return 0
 
@@ -174,8 +196,37 @@ def _check_output(path: Path, flag: str) -> None:
     """Before any work: the output's folder exists and the path is not a folder."""
     if path.is_dir():
         raise UserError(f"{flag} {path}: expected a file name, got a folder")
-    if not path.absolute().parent.is_dir():
-        raise UserError(f"{flag} {path}: the folder {path.absolute().parent} does not exist")
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{flag} {path}: the folder {folder} is not writable")
+
+
+def _untrained(task):
+    from .models import build_model
+
+    arch = task.arch
+    return build_model(task.model_name, arch["num_classes"], arch["in_channels"])
+
+
+def _check_model_fits_data(task) -> None:
+    """Two training images through the untrained model: a model that cannot take this data is
+    refused now, not after minutes of loading and training."""
+    try:
+        with torch.no_grad():
+            _untrained(task).eval()(task.x_train[:2])
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise UserError(f"--model {task.model_name} cannot take --data {task.data_name} images of shape "
+                        f"{list(task.x_train.shape[1:])} ({str(exc).splitlines()[0]})") from None
+
+
+def _check_binquant_layers(task, config) -> None:
+    from .binquant import compressible_layers
+
+    if not compressible_layers(_untrained(task), config.min_weights):
+        raise UserError(f"--model {task.model_name}: no Conv/Linear/Embedding layer with at least "
+                        f"{config.min_weights} weights for Bin & Quant to compress")
 
 
 def _check_gwk_knobs(args, task, config) -> None:
@@ -185,10 +236,21 @@ def _check_gwk_knobs(args, task, config) -> None:
     from .models import build_model
 
     arch = task.arch
-    plan, skipped = plan_layers(build_model(task.model_name, arch["num_classes"], arch["in_channels"]), config)
+    model = build_model(task.model_name, arch["num_classes"], arch["in_channels"])
+    plan, skipped = plan_layers(model, config)
     if not plan:
         reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
         raise UserError(f"--d {args.d} --k {args.k}: no layer of {task.model_name} can be quantised ({reasons})")
+    sizes = {n: m.weight.numel() for n, m in model.named_modules() if n in plan or n in skipped}
+    total = sum(sizes.values())
+    # The user asked for none of these: the summary names them, with the weights they hold.
+    args.float_layers = [f"{name} ({why}; {100 * sizes[name] / total:.1f}% of the weights)"
+                         for name, why in skipped.items()]
+    kept = sum(sizes[n] for n in skipped)
+    if kept > total / 2:
+        print(f"gwkcuda: warning: {100 * kept / total:.1f}% of {task.model_name}'s weights stay in float at "
+              f"--d {args.d} --k {args.k}: the file will be far larger than the ratio of the compressed "
+              "layers suggests", file=sys.stderr)
     batches = -(-len(task.x_train) // 64)
     if args.calib_batches > batches:
         raise UserError(f"--calib-batches: expected at most {batches} (the {len(task.x_train)} training "
@@ -200,7 +262,7 @@ def _compress_in(workdir: Path, args, task, config, qat, out, device, progress) 
     checkpoints are removed once the file is written."""
     from . import pipelines
 
-    checkpoints = [workdir / n for n in ("float.pt", "qat.pt", "finetune.pt")]
+    checkpoints = [workdir / n for n in CHECKPOINTS]
     if not args.resume:
         for c in checkpoints:  # a fresh run: never continue from an older run's checkpoints
             c.unlink(missing_ok=True)
@@ -222,11 +284,14 @@ def _compress_in(workdir: Path, args, task, config, qat, out, device, progress) 
 
 
 def _load_file(path):
-    from . import model_file
-
     if not Path(path).exists():
         raise UserError(f"file not found: {path}")
+    from . import model_file
+
     return model_file.load_model(path)
+
+
+EVALUATE_SPLITS = ("report-half", "search-half", "test", "train")
 
 
 def cmd_evaluate(args) -> int:
@@ -234,17 +299,37 @@ def cmd_evaluate(args) -> int:
 
     device = _device(args.device)
     model = _load_file(args.file).to(device)
-    x, y = data.load_dataset(args.data, args.split, args.data_root)
+    x, y = data.load_dataset(args.data, "train" if args.split == "train" else "test", args.data_root)
+    n = len(x)
+    where = {"report-half": (n // 2, n), "search-half": (0, n // 2)}.get(args.split, (0, n))
+    x, y = x[where[0]:where[1]], y[where[0]:where[1]]
+    described = f"{'train' if args.split == 'train' else 'test'}[{where[0]}:{where[1]}]"
+    _check_model_takes(model, x, y, args, device)
     acc = train.accuracy(model, x, y, device=device)
-    print(f"{args.file}: accuracy {100 * acc:.2f}% on {args.data} {args.split} ({len(x)} images, {device})")
+    print(f"{args.file}: accuracy {100 * acc:.2f}% on {args.data} {described} ({len(x)} images, "
+          f"--split {args.split}, {device})")
     return 0
 
 
+def _check_model_takes(model, x, y, args, device) -> None:
+    """The data fits the model: one image through it, and its labels within its outputs."""
+    if len(x) == 0:
+        raise UserError(f"--split {args.split}: no images in {args.data}'s {args.split}")
+    try:
+        with torch.no_grad():
+            outputs = model.eval()(x[:1].to(device)).shape[-1]
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise UserError(f"{args.file} cannot take {args.data} images of shape {list(x.shape[1:])} "
+                        f"({str(exc).splitlines()[0]})") from None
+    if int(y.max()) >= outputs:
+        raise UserError(f"{args.file} has {outputs} outputs, but {args.data} has labels up to {int(y.max())}")
+
+
 def cmd_inspect(args) -> int:
+    if not Path(args.file).exists():  # before the imports below: a mistake is answered at once
+        raise UserError(f"file not found: {args.file}")
     from . import model_file
 
-    if not Path(args.file).exists():
-        raise UserError(f"file not found: {args.file}")
     info = model_file.describe(args.file)
     rows = []
     for r in info["layers"]:
@@ -279,23 +364,27 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from . import demo
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: expected a folder (the demo writes a report, a plot and files), got a file")
     return demo.main(args, progress=_show_progress(args))
 
 
 def _add_common(p, data_required=True):
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="where to run (default: cuda when visible)")
-    p.add_argument("--data-root", default=None, help="folder of the shared data sets (default: $GWKCUDA_DATA)")
+                   help="where to run (default: auto, i.e. cuda when a GPU is visible, else cpu)")
+    p.add_argument("--data-root", default=None,
+                   help="folder of the shared data sets (default: $GWKCUDA_DATA, else shared/data beside the checkout)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gwkcuda", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (default: off)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (default: on a terminal)")
     # --debug/--quiet also after the subcommand; SUPPRESS keeps the top-level value when absent.
     flags = _Parser(add_help=False)
-    flags.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    flags.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    flags.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks (default: off)")
+    flags.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars (default: progress bars on a terminal)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add = sub.add_parser
     sub.add_parser = lambda *a, **k: _add(*a, parents=[flags], **k)
@@ -306,76 +395,104 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on a built-in default (digits; CIFAR-10 with --data-root)")
     p.add_argument("--out", default="gwkcuda-demo", help="folder for the report, plot and files (default: %(default)s)")
     p.add_argument("--data-root", default=None,
-                   help="run the CIFAR-10 ResNet-20 version on the data in this folder")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0)
+                   help="run the CIFAR-10 ResNet-20 version on the data in this folder (default: none, the digits CNN)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to run (default: auto, i.e. cuda when a GPU is visible, else cpu)")
+    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0, help="seed of training and clustering (default: 0)")
     p.set_defaults(func=cmd_demo)
 
     from .models import MODEL_NAMES
     p = sub.add_parser("compress", help="compress a model into a .gwk file")
-    p.add_argument("--method", required=True, choices=("binquant", "gwk", "kmeans"))
-    p.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)}")
-    p.add_argument("--checkpoint", default=None, help="float weights (state_dict); default: train from scratch")
-    p.add_argument("--data", required=True, help="digits, cifar10, fsdd, mnist, or a folder of IDX files")
-    p.add_argument("--out", default=None, help="compressed file (default: MODEL-METHOD.gwk)")
-    p.add_argument("--report", default=None, help="JSON report file")
-    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0)
+    p.add_argument("--method", required=True, choices=("binquant", "gwk", "kmeans"),
+                   help="binquant: Bin & Quant, no retraining; gwk: gradient-weighted k-means PQ with codebook "
+                        "fine-tuning; kmeans: the same with plain k-means (required)")
+    p.add_argument("--model", required=True, help=f"one of {', '.join(MODEL_NAMES)} (required)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained float weights (a state_dict file) (default: none, the model is trained from scratch)")
+    p.add_argument("--data", required=True, help="digits, cifar10, fsdd, mnist, or a folder of IDX files (required)")
+    p.add_argument("--out", default=None, help="compressed file to write (default: MODEL-METHOD.gwk)")
+    p.add_argument("--report", default=None, help="also write the JSON report here (default: none)")
+    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0, help="seed of training, calibration and "
+                   "clustering (default: 0)")
     p.add_argument("--float-epochs", type=_count(0), default=None,
-                   help="float training from scratch (default 20), or fine-tuning of --checkpoint (default 0)")
-    p.add_argument("--float-lr", type=_positive, default=None, help="default 2e-3 from scratch, 5e-4 fine-tuning")
-    p.add_argument("--workdir", default=None, help="per-epoch checkpoints (default: OUT.work)")
+                   help="epochs of float training from scratch (default: 20), or of fine-tuning --checkpoint "
+                        "(default: 0)")
+    p.add_argument("--float-lr", type=_positive, default=None,
+                   help="learning rate of the float training (default: 2e-3 from scratch, 5e-4 fine-tuning)")
+    p.add_argument("--workdir", default=None, help="folder of the per-epoch checkpoints, held by one run at a "
+                   "time (default: OUT.work)")
     p.add_argument("--resume", action="store_true",
-                   help="continue a killed run from its last finished epoch (same arguments)")
+                   help="continue a killed run from its last finished epoch (same arguments) (default: off)")
     p.add_argument("--float16", action="store_true",
                    help="store the tensors left in float (batch norm, biases, uncompressed layers, float "
-                        "codebooks and bin values) as float16: half their bytes")
+                        "codebooks and bin values) as float16: half their bytes (default: float32)")
     p.add_argument("--fold-batchnorm", action="store_true",
                    help="store each batch norm as its scale and shift (2 numbers per channel instead of 4); "
-                        "the file is then for inference, not further training")
+                        "the file is then for inference, not further training (default: off)")
     g = p.add_argument_group("Bin & Quant")
-    g.add_argument("--max-drop", type=_non_negative, default=1.0, help="accuracy points the search may lose")
-    g.add_argument("--max-bins", type=_count(2, 2**16), default=16)
-    g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"))
-    g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"))
-    g.add_argument("--search", type=_count(1), default=1000, help="search images (first half of the test split)")
+    g.add_argument("--max-drop", type=_non_negative, default=1.0,
+                   help="accuracy points the search may lose on its images (default: %(default)s)")
+    g.add_argument("--max-bins", type=_count(2, 2**16), default=16, help="bins per layer at most (default: %(default)s)")
+    g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"),
+                   help="how bins are split: by perturbing each bin and evaluating (the paper's), or by "
+                        "gradient estimates without evaluations (default: %(default)s)")
+    g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"),
+                   help="each bin's value: its midpoint, or the mean of its weights (default: %(default)s)")
+    g.add_argument("--search", type=_count(1), default=1000,
+                   help="search images, from the first half of the test split (default: %(default)s)")
     g.add_argument("--criterion", default="accuracy", choices=("accuracy", "agreement"),
-                   help="search on accuracy, or on agreement with the float model's predictions")
+                   help="search on accuracy, or on agreement with the float model's predictions "
+                        "(default: %(default)s)")
     g.add_argument("--allocation", default="layer", choices=("layer", "global"),
-                   help="bins layer by layer, or one global split order (gradient sensitivity)")
+                   help="bins layer by layer, or one global split order (needs --sensitivity gradient) "
+                        "(default: %(default)s)")
     g.add_argument("--share", default="none", choices=("none", "kind"),
-                   help="one set of bins per layer kind instead of per layer")
+                   help="one set of bins per layer kind instead of per layer (default: %(default)s)")
     g = p.add_argument_group("GWK / k-means")
-    g.add_argument("--d", type=_count(1), default=4, help="sub-vector length")
-    g.add_argument("--k", type=_count(1, 2**16), default=16, help="codewords per layer")
-    g.add_argument("--importance", default="abs", choices=("abs", "square"))
-    g.add_argument("--beta", type=_non_negative, default=None)
-    g.add_argument("--calib-batches", type=_count(1), default=16)
-    g.add_argument("--iters", type=_count(0), default=25)
-    g.add_argument("--epochs", type=_count(0), default=5, help="codebook fine-tuning epochs")
-    g.add_argument("--lr", type=_positive, default=1e-3)
+    g.add_argument("--d", type=_count(1), default=4,
+                   help="sub-vector length: weights per code; layers whose rows it does not divide stay in "
+                        "float (default: %(default)s)")
+    g.add_argument("--k", type=_count(1, 2**16), default=16,
+                   help="codewords per layer: log2(k) bits per code (default: %(default)s)")
+    g.add_argument("--importance", default="abs", choices=("abs", "square"),
+                   help="GWK point weights: summed |gradient| or gradient^2 (default: %(default)s)")
+    g.add_argument("--beta", type=_non_negative, default=None,
+                   help="nudge: importances become 1 + beta * s / mean(s) (default: none, the plain weighted mean)")
+    g.add_argument("--calib-batches", type=_count(1), default=16,
+                   help="training batches of 64 whose gradients give the importances (default: %(default)s)")
+    g.add_argument("--iters", type=_count(0), default=25, help="Lloyd iterations of the k-means (default: %(default)s)")
+    g.add_argument("--epochs", type=_count(0), default=5,
+                   help="codebook fine-tuning epochs, codes fixed (default: %(default)s)")
+    g.add_argument("--lr", type=_positive, default=1e-3, help="fine-tuning learning rate (default: %(default)s)")
     g.add_argument("--bits", type=_count(1, 16), default=None,
-                   help="EWGS quantisation-aware training of weights and activations at this many bits first")
-    g.add_argument("--qat-epochs", type=_count(0), default=2)
-    g.add_argument("--quantizer-lr", type=_positive, default=1e-5)
+                   help="EWGS quantisation-aware training of weights and activations at this many bits before "
+                        "clustering (default: none)")
+    g.add_argument("--qat-epochs", type=_count(0), default=2, help="EWGS training epochs (default: %(default)s)")
+    g.add_argument("--quantizer-lr", type=_positive, default=1e-5,
+                   help="learning rate of the EWGS quantiser bounds and scales (default: %(default)s)")
     g.add_argument("--delta", type=_non_negative, default=None,
-                   help="fixed EWGS delta (default: Hessian estimate after every --delta-every epochs)")
-    g.add_argument("--delta-every", type=_count(1), default=1)
+                   help="fixed EWGS delta (default: a Hessian estimate after every --delta-every epochs)")
+    g.add_argument("--delta-every", type=_count(1), default=1,
+                   help="epochs between EWGS delta estimates (default: %(default)s)")
     _add_common(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("evaluate", help="accuracy of a compressed file")
-    p.add_argument("file")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("file", help="a .gwk file written by gwkcuda compress")
+    p.add_argument("--data", required=True, help="digits, cifar10, fsdd, mnist, or a folder of IDX files")
+    p.add_argument("--split", default="report-half", choices=EVALUATE_SPLITS,
+                   help="images to score: report-half (the second half of the test split, which every "
+                        "report is judged on; default), search-half (the first half, where Bin & Quant "
+                        "searches), test (all of it) or train")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("inspect", help="per-layer table of a compressed file")
-    p.add_argument("file")
+    p.add_argument("file", help="a .gwk file written by gwkcuda compress")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("bench", help="kernel microbenchmarks as a table")
-    p.add_argument("--quick", action="store_true", help="small shapes (seconds)")
+    p.add_argument("--quick", action="store_true", help="small shapes, seconds instead of minutes (default: off)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -36,10 +36,17 @@ def cache_dir() -> Path:
     return path
 
 
-def _require(path: Path, what: str) -> Path:
+def _require(path: Path, what: str, root=None) -> Path:
+    """path, or FileNotFoundError naming it and how the data folder was chosen (root: the folder
+    the caller was given, e.g. --data-root; None: $GWKCUDA_DATA or the default)."""
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: expected {path} (set GWKCUDA_DATA to the folder "
-                                "holding the shared data sets)")
+        if root is not None:
+            hint = f"the data folder given ({root}) does not hold it"
+        elif os.environ.get("GWKCUDA_DATA"):
+            hint = f"$GWKCUDA_DATA = {os.environ['GWKCUDA_DATA']} does not hold it"
+        else:
+            hint = "pass --data-root (or set GWKCUDA_DATA) to the folder holding the shared data sets"
+        raise FileNotFoundError(f"{what} not found: expected {path} ({hint})")
     return path
 
 
@@ -67,7 +74,7 @@ def cifar10(split: str = "test", root=None):
     split: "train" (50,000) or "test" (10,000)."""
     if split not in ("train", "test"):
         raise ValueError(f"cifar10: expected split 'train' or 'test', got {split!r}")
-    archive = _require(Path(root or data_root()) / "cifar10-jpeg.tar.gz", "CIFAR-10 archive")
+    archive = _require(Path(root or data_root()) / "cifar10-jpeg.tar.gz", "CIFAR-10 archive", root)
 
     def build():
         from PIL import Image
@@ -163,7 +170,7 @@ def fsdd(split: str = "train", root=None):
     or zero-padded to 64 frames."""
     if split not in FSDD_SPLITS:
         raise ValueError(f"fsdd: expected split one of {', '.join(FSDD_SPLITS)}, got {split!r}")
-    archive = _require(Path(root or data_root()) / "fsdd-recordings.tar.gz", "FSDD archive")
+    archive = _require(Path(root or data_root()) / "fsdd-recordings.tar.gz", "FSDD archive", root)
 
     def build():
         out = {"x": [], "y": [], "index": []}

@@ -208,15 +208,33 @@ def atomic_write(path, payload: bytes) -> None:
         pass  # some file systems refuse fsync on a folder; the data itself is already synced
 
 
+_KINDS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"PK\x03\x04", "a zip archive "
+          "(a torch.save checkpoint is one)"), (b"\x1f\x8b", "a gzip file"), (b"%PDF", "a PDF"),
+          (b"\x7fELF", "an executable"), (b"\x80", "a pickle"), (b"{", "JSON text"), (b"[", "JSON text"))
+
+
+def _looks_like(data: bytes) -> str:
+    """What a file that is not safetensors looks like, from its first bytes."""
+    for magic, kind in _KINDS:
+        if data.startswith(magic):
+            return kind
+    return "neither safetensors nor a known kind"
+
+
 def _read_header(path: str, data: bytes) -> dict:
-    if len(data) < 8:
+    if len(data) < 9:
         raise CompressedFileError(f"{path}: truncated ({len(data)} bytes; not even a header length)")
+    if data[8:9] != b"{":  # safetensors: an 8-byte length, then its JSON header
+        raise CompressedFileError(f"{path}: not a gwkcuda file: it looks like {_looks_like(data.lstrip())}")
     n = int.from_bytes(data[:8], "little")
     if 8 + n > len(data):
         raise CompressedFileError(f"{path}: truncated or corrupted (header says {n} bytes, file has "
                                   f"{len(data) - 8} after the length)")
     try:
-        text = json.loads(data[8:8 + n])["__metadata__"][_META_KEY]
+        st_meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+        if _META_KEY not in st_meta:
+            raise CompressedFileError(f"{path}: not a gwkcuda file: a safetensors file without gwkcuda's header")
+        text = st_meta[_META_KEY]
         if not text.startswith("{"):  # version 3 and later: "VERSION:base64(zlib(JSON))"
             version, _, packed = text.partition(":")
             if version != str(FORMAT_VERSION):
@@ -227,7 +245,7 @@ def _read_header(path: str, data: bytes) -> dict:
         header = json.loads(text)
     except RecursionError:
         raise CompressedFileError(f"{path}: corrupted header (JSON nested too deeply)") from None
-    except (ValueError, KeyError, TypeError, zlib.error, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, zlib.error, binascii.Error) as exc:
         if isinstance(exc, CompressedFileError):
             raise
         raise CompressedFileError(f"{path}: not a readable gwkcuda compressed file (corrupted "

@@ -249,10 +249,10 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         device=device, show_progress=show_progress, desc="codebook fine-tuning",
         checkpoint=workdir / "finetune.pt" if workdir else None)
     details["float_layers"] = gwk_report["float_layers"]
-    info = model_file.save_model(out, model, arch=task.arch, meta={"method": "gwk"}, **(storage or {}))
+    method = "kmeans" if config.importance == "uniform" else "gwk"
+    info = model_file.save_model(out, model, arch=task.arch, meta={"method": method}, **(storage or {}))
     settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch, "storage": storage or {},
                 "qat": dataclasses.asdict(qat) if qat is not None else None}
-    method = "kmeans" if config.importance == "uniform" else "gwk"
     report = _header(method, task, device, settings)
     report["details"] = details
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)

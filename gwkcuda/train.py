@@ -151,7 +151,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(x), generator=gen)
         total, count = 0.0, 0
-        for i in range(0, len(x), batch):
+        batches = progress(range(0, len(x), batch), show_progress, desc=f"{desc}, epoch {epoch + 1}/{epochs}",
+                           unit="batch", leave=False)
+        for i in batches:
             b = order[i:i + batch]
             if shard[1] > 1:  # equal shares, so that every rank takes part in every step
                 b = b[: len(b) - len(b) % shard[1]][shard[0]::shard[1]]

@@ -125,6 +125,7 @@ def test_bad_config_is_refused():
         bin_and_quant(Toy(), lambda m: 1.0, BinQuantConfig(sensitivity="gradient", min_weights=1))
 
 
+@pytest.mark.slow
 def test_gradient_mode_bisection_finds_fewest_bins_in_log_evaluations():
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(4000, generator=gen)

@@ -17,6 +17,7 @@ def test_build_info_keys():
     assert info["torch_version"].count(".") == 2
 
 
+@pytest.mark.slow
 def test_info_command_runs_self_check(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gwkcuda", "info"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
@@ -54,15 +55,16 @@ def test_compress_writes_file_and_report(compressed, capsys):
 
 
 def test_evaluate_matches_the_report(compressed, capsys):
-    path, report = compressed["gwk"]
-    assert cli.main(["evaluate", str(path), "--data", "digits", "--device", "cpu"]) == 0
-    line = capsys.readouterr().out
-    assert "on digits test (450 images" in line
-    # The report judges test[225:450]; evaluate runs the whole test split: check through the file.
-    from gwkcuda import data, train
-    x, y = data.load_dataset("digits", "test")
-    acc = train.accuracy(model_file.load_model(path), x[225:], y[225:])
-    assert acc == pytest.approx(report["accuracy"])
+    """evaluate's default split is the report's: the same images, the same accuracy, and it says which."""
+    for method, (path, report) in compressed.items():
+        assert cli.main(["evaluate", str(path), "--data", "digits", "--device", "cpu"]) == 0
+        line = capsys.readouterr().out
+        assert f"on digits {report['evaluated_on']} (225 images, --split report-half" in line, line
+        assert f"accuracy {100 * report['accuracy']:.2f}%" in line, (line, report["accuracy"])
+    assert cli.main(["evaluate", str(path), "--data", "digits", "--split", "test", "--device", "cpu"]) == 0
+    assert "on digits test[0:450] (450 images, --split test" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(path), "--data", "digits", "--split", "search-half", "--device", "cpu"]) == 0
+    assert "on digits test[0:225] (225 images" in capsys.readouterr().out
 
 
 def test_inspect_totals_equal_the_file_size(compressed, capsys):
@@ -86,6 +88,7 @@ def test_bench_quick_prints_a_table(capsys):
     assert "machine:" in out
 
 
+@pytest.mark.slow
 def test_demo_writes_table_json_and_png(tmp_path, capsys):
     assert cli.main(["--quiet", "demo", "--out", str(tmp_path), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -148,6 +151,7 @@ def test_user_mistakes_exit_2_with_one_line(argv, message, tmp_path, compressed,
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "gwkcuda", "--debug", "inspect", str(tmp_path / "x.gwk")],
                          capture_output=True, text=True, timeout=300)
@@ -157,6 +161,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert out.returncode == 2 and out.stderr.strip() == f"gwkcuda: error: file not found: {tmp_path / 'x.gwk'}"
 
 
+@pytest.mark.slow
 def test_gwk_chain_with_ewgs_resumes_to_the_same_file(tmp_path, monkeypatch, capsys):
     """float training -> EWGS QAT -> GWK -> fine-tuning, killed inside QAT (3rd epoch checkpoint),
     then --resume: the file equals an uninterrupted run's, byte for byte."""

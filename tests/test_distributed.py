@@ -61,6 +61,7 @@ def worker(rank, world, folder):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one(tmp_path):
     importance = single_process(tmp_path)
     torch.save(importance, tmp_path / "single_importance.pt")
@@ -143,6 +144,7 @@ def gwk_ddp_worker(rank, world, folder):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_bin_and_quant_and_ddp_finetuning_on_two_gloo_processes(tmp_path):
     """(1) Bin & Quant with every candidate evaluation split across 2 ranks writes the same file as
     one process, after the same number of evaluations. (2) GWK under DistributedDataParallel: the

@@ -119,6 +119,7 @@ def test_huffman_decode_equals_the_bit_by_bit_reference(bins, n):
     assert torch.equal(reference.huffman_decode(stream, lengths, n), sym)
 
 
+@pytest.mark.slow
 def test_huffman_long_code_words_and_bad_streams():
     fib = [1, 1]
     while len(fib) < 30:

@@ -107,7 +107,7 @@ def test_header_is_compact(tmp_path):
 def test_plain_safetensors_file_is_refused(tmp_path):
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(3)}, str(tmp_path / "plain.safetensors"))
-    with pytest.raises(CompressedFileError, match="not a readable gwkcuda compressed file"):
+    with pytest.raises(CompressedFileError, match="not a gwkcuda file: a safetensors file without gwkcuda's header"):
         load_compressed(tmp_path / "plain.safetensors")
 
 
