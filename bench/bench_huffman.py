@@ -10,7 +10,6 @@ thread by nature (each code word starts where the previous one ended). The Pytho
 the first 1/100 of the stream.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,6 +38,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from gwkcuda import huffman, ops, reference
+    from gwkcuda.cliutil import write_json
     from gwkcuda.microbench import machine
 
     gen = torch.Generator().manual_seed(0)
@@ -65,9 +65,7 @@ def main():
         print(f"| {name} | {nbytes} | {1e3 * seconds:.1f} | {nbytes / seconds / 1e6:.1f} | {count / seconds / 1e6:.1f} |")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump({"machine": machine(), "rows": out}, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        write_json(args.out, {"machine": machine(), "rows": out})
 
 
 if __name__ == "__main__":

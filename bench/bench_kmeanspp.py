@@ -57,6 +57,7 @@ def main():
     args = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     sys.path.insert(0, root)
+    from gwkcuda.cliutil import write_json
     from gwkcuda.microbench import machine
     rows = []
     print(f"Machine: {machine()}\n")
@@ -74,11 +75,9 @@ def main():
         ratio = (f"{bat['seeding_inertia'] / seq['seeding_inertia']:.3f}" if seq["seconds"] and bat["seconds"]
                  else "-")
         print(f"| {N} | {d} | {k} | {cell(seq)} | {cell(bat)} | {speed} | {ratio} |", flush=True)
-        if args.out:
+        if args.out:  # after every case: a stopped run keeps what it measured
             os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            with open(args.out + ".tmp", "w") as f:
-                json.dump({"machine": machine(), "limit_seconds": args.limit, "rows": rows}, f, indent=2)
-            os.replace(args.out + ".tmp", args.out)
+            write_json(args.out, {"machine": machine(), "limit_seconds": args.limit, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@
     python bench/bench_startup.py [--repeats 7] [--out bench/results/startup/startup.json]
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ def main():
     args = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     sys.path.insert(0, root)
+    from gwkcuda.cliutil import write_json
     from gwkcuda.microbench import machine
     rows = []
     print(f"Machine: {machine()}; median of {args.repeats} fresh processes\n")
@@ -43,9 +43,7 @@ def main():
         print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} |", flush=True)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".tmp", "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        write_json(args.out, {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":
