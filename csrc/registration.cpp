@@ -44,6 +44,12 @@ TORCH_LIBRARY(gwkcuda, m) {
   // The dense W [N, K] (for convolutions, export and references), in the codebook's dtype.
   m.def("pq_decode(Tensor codes, Tensor codebook) -> Tensor");
 
+  // Exact weighted 1-D k-means of B problems (x [B, N], weight [B, N] or None, k clusters):
+  // the clustering of least weighted squared error, by dynamic programming over the sorted points
+  // (math: core/kmeans1d.h) -> (centroids [B, k] ascending, labels int64 [B, N], inertia [B]).
+  // CPU only.
+  m.def("kmeans1d_optimal(Tensor x, Tensor? weight, int k) -> (Tensor centroids, Tensor labels, Tensor inertia)");
+
   // Bin & Quant indices stored as canonical Huffman code words (gwkcuda/huffman.py): the first
   // `numel` symbols of `stream` (uint8) under the code given by its lengths per symbol (int64
   // [bins], 0 for unused symbols; a prefix code, lengths <= 48), as int32 [numel]. CPU only.
@@ -55,7 +61,8 @@ TORCH_LIBRARY(gwkcuda, m) {
 // implemented" instead of finishing with the inputs' gradients silently left None. The fallback
 // also covers gwk_lloyd_step_into, whose labels argument is written in place.
 TORCH_LIBRARY_IMPL(gwkcuda, Autograd, m) {
-  for (const char* op : {"kmeans_assign", "cluster_reduce", "gwk_lloyd_step", "gwk_lloyd_step_into"})
+  for (const char* op :
+       {"kmeans_assign", "cluster_reduce", "gwk_lloyd_step", "gwk_lloyd_step_into", "kmeans1d_optimal"})
     m.impl(op, torch::autograd::autogradNotImplementedFallback());
 }
 

@@ -145,6 +145,40 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     return KMeansResult(centroids, labels, inertia, n_iter)
 
 
+def optimal_kmeans_1d(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int) -> KMeansResult:
+    """The exact weighted k-means of scalar points: the clustering of least weighted squared error
+    (not a local optimum: no seeding, no iterations, no seed dependence), by dynamic programming
+    over the sorted points (``torch.ops.gwkcuda.kmeans1d_optimal``; O(k N log N) after the sort).
+
+    Args:
+        x: points [N, 1] or [B, N, 1] (or [N] / [B, N]); float, finite.
+        weight: importances [N] or [B, N], finite and >= 0; None means all 1.
+        k: clusters per problem, 1 <= k <= N.
+    Returns:
+        KMeansResult(centroids [k, 1] (or [B, k, 1]) in ascending order, labels int64, inertia,
+        n_iter=0), on x's device (solved on the CPU).
+    """
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise ValueError(f"optimal_kmeans_1d: expected a floating-point tensor, got {type(x).__name__}")
+    points = x.squeeze(-1) if x.dim() in (2, 3) and x.shape[-1] == 1 else x
+    if points.dim() not in (1, 2):
+        raise ValueError(f"optimal_kmeans_1d: expected x [N, 1], [B, N, 1], [N] or [B, N], got {tuple(x.shape)}")
+    batched = points.dim() == 2
+    xb = (points if batched else points.unsqueeze(0)).cpu()
+    _check_k(k, xb.shape[1])
+    w = None
+    if weight is not None:
+        if tuple(weight.shape) != tuple(points.shape):
+            raise ValueError(f"optimal_kmeans_1d: expected weight of shape {list(points.shape)}, got "
+                             f"{tuple(weight.shape)}")
+        w = (weight if batched else weight.unsqueeze(0)).cpu()
+    centroids, labels, inertia = ops.kmeans1d_optimal(xb, w, k)
+    centroids, labels, inertia = (t.to(x.device) for t in (centroids.unsqueeze(-1), labels, inertia))
+    if not batched:
+        return KMeansResult(centroids[0], labels[0], inertia[0], 0)
+    return KMeansResult(centroids, labels, inertia, 0)
+
+
 def _final_assignment(xb, w, centroids, labels) -> torch.Tensor:
     """Labels of the final centroids written into ``labels`` [B, N], a slice of points at a time
     (no point-sized distance array); returns the inertia [B]."""

@@ -1,0 +1,62 @@
+"""Exact weighted 1-D k-means (kmeans.optimal_kmeans_1d): the brute-force optimum on small inputs,
+never worse than Lloyd from k-means++, and the seed spread it removes."""
+import itertools
+
+import pytest
+import torch
+
+from gwkcuda import kmeans, ops
+
+
+def _brute_force(x, w, k):
+    """Least weighted SSE over every split of the sorted points into k contiguous runs."""
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    xs, ws = [x[i] for i in order], [w[i] for i in order]
+    best = float("inf")
+    for cuts in itertools.combinations(range(1, len(x)), k - 1):
+        bounds, cost = (0,) + cuts + (len(x),), 0.0
+        for a, b in zip(bounds, bounds[1:]):
+            total = sum(ws[a:b])
+            if total > 0:
+                mean = sum(wi * xi for wi, xi in zip(ws[a:b], xs[a:b])) / total
+                cost += sum(wi * (xi - mean) ** 2 for wi, xi in zip(ws[a:b], xs[a:b]))
+        best = min(best, cost)
+    return best
+
+
+def test_equals_the_brute_force_optimum():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        n = int(torch.randint(1, 11, (1,), generator=gen))
+        k = int(torch.randint(1, n + 1, (1,), generator=gen))
+        x = torch.randn(n, generator=gen, dtype=torch.float64).round(decimals=1)  # ties included
+        w = torch.rand(n, generator=gen, dtype=torch.float64) * (torch.rand(n, generator=gen) > 0.2)  # zeros too
+        r = kmeans.optimal_kmeans_1d(x[:, None], w, k=k)
+        best = _brute_force(x.tolist(), w.tolist(), k)
+        assert float(r.inertia) == pytest.approx(best, abs=1e-9)
+        assigned = float((w * (x - r.centroids[r.labels, 0]) ** 2).sum())  # labels and centroids agree
+        assert assigned == pytest.approx(best, abs=1e-9)
+        assert torch.all(r.centroids[1:] >= r.centroids[:-1] - 1e-12)  # ascending (equal runs: to rounding)
+
+
+def test_never_worse_than_lloyd_and_seed_free():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 500, 1, generator=gen) * torch.rand(64, 1, 1, generator=gen)
+    w = torch.rand(64, 500, generator=gen) ** 4  # skewed, as g^2 importances are
+    exact = kmeans.optimal_kmeans_1d(x, w, k=8)
+    for seed in range(3):
+        lloyd = kmeans.weighted_kmeans(x, w, k=8, iters=50, seed=seed)
+        assert torch.all(exact.inertia <= lloyd.inertia * (1 + 1e-6) + 1e-9)
+    assert exact.labels.shape == (64, 500) and exact.centroids.shape == (64, 8, 1)
+    assert torch.equal(exact.labels, kmeans.optimal_kmeans_1d(x, w, k=8).labels)  # deterministic
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="expected k an int in 1..N = 1..3"):
+        kmeans.optimal_kmeans_1d(torch.randn(3, 1), k=4)
+    with pytest.raises(RuntimeError, match="expected finite points"):
+        ops.kmeans1d_optimal(torch.tensor([[1.0, float("nan")]]), None, 1)
+    with pytest.raises(RuntimeError, match="expected every weight finite and >= 0"):
+        ops.kmeans1d_optimal(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, -1.0]]), 1)
+    with pytest.raises(ValueError, match="expected weight of shape"):
+        kmeans.optimal_kmeans_1d(torch.randn(5, 1), torch.ones(4), k=2)
