@@ -145,18 +145,25 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     return KMeansResult(centroids, labels, inertia, n_iter)
 
 
-def optimal_kmeans_1d(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int) -> KMeansResult:
+EXACT_1D_MAX_SPLITS = 1 << 24  # per problem: the exact solver's traced splits, k * (N + 1) int32 (64 MiB)
+
+
+def optimal_kmeans_1d(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int,
+                      lengths: Optional[Union[torch.Tensor, Sequence[int]]] = None) -> KMeansResult:
     """The exact weighted k-means of scalar points: the clustering of least weighted squared error
     (not a local optimum: no seeding, no iterations, no seed dependence), by dynamic programming
     over the sorted points (``torch.ops.gwkcuda.kmeans1d_optimal``; O(k N log N) after the sort).
 
     Args:
         x: points [N, 1] or [B, N, 1] (or [N] / [B, N]); float, finite.
-        weight: importances [N] or [B, N], finite and >= 0; None means all 1.
-        k: clusters per problem, 1 <= k <= N.
+        weight: importances [N] or [B, N], finite and >= 0; None means all 1. A problem whose
+            weights are all zero is clustered with uniform weights (with a warning), as by
+            :func:`weighted_kmeans`.
+        k: clusters per problem, 1 <= k <= N (the problem's length when ``lengths`` is given).
+        lengths: per-problem lengths [B] of padded problems (see :func:`stack_problems`).
     Returns:
-        KMeansResult(centroids [k, 1] (or [B, k, 1]) in ascending order, labels int64, inertia,
-        n_iter=0), on x's device (solved on the CPU).
+        KMeansResult(centroids [k, 1] (or [B, k, 1]) in ascending order, labels int64 (-1 on
+        padding), inertia, n_iter=0), on x's device (solved on the CPU).
     """
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise ValueError(f"optimal_kmeans_1d: expected a floating-point tensor, got {type(x).__name__}")
@@ -165,18 +172,40 @@ def optimal_kmeans_1d(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *,
         raise ValueError(f"optimal_kmeans_1d: expected x [N, 1], [B, N, 1], [N] or [B, N], got {tuple(x.shape)}")
     batched = points.dim() == 2
     xb = (points if batched else points.unsqueeze(0)).cpu()
-    _check_k(k, xb.shape[1])
-    w = None
-    if weight is not None:
-        if tuple(weight.shape) != tuple(points.shape):
-            raise ValueError(f"optimal_kmeans_1d: expected weight of shape {list(points.shape)}, got "
-                             f"{tuple(weight.shape)}")
-        w = (weight if batched else weight.unsqueeze(0)).cpu()
-    centroids, labels, inertia = ops.kmeans1d_optimal(xb, w, k)
+    B, N = xb.shape
+    valid = _valid_mask(lengths, B, N, "cpu")
+    _check_k(k, N if valid is None else int(valid.sum(1).min()))
+    if weight is not None and tuple(weight.shape) != tuple(points.shape):
+        raise ValueError(f"optimal_kmeans_1d: expected weight of shape {list(points.shape)}, got "
+                         f"{tuple(weight.shape)}")
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w = None if weight is None else weight.cpu()
+    w = _effective_weight(w, batched, B, N, valid, acc, torch.device("cpu"))
+    if valid is None:
+        centroids, labels, inertia = ops.kmeans1d_optimal(xb, w, k)
+    else:  # each problem on its own points: padding never takes a cluster
+        parts = [ops.kmeans1d_optimal(xb[b:b + 1, :n], w[b:b + 1, :n], k) for b, n in enumerate(valid.sum(1).tolist())]
+        centroids = torch.cat([c for c, _, _ in parts])
+        inertia = torch.cat([i for _, _, i in parts])
+        labels = torch.full((B, N), -1, dtype=torch.int64)
+        for b, (_, lab, _) in enumerate(parts):
+            labels[b, :lab.shape[1]] = lab[0]
     centroids, labels, inertia = (t.to(x.device) for t in (centroids.unsqueeze(-1), labels, inertia))
     if not batched:
         return KMeansResult(centroids[0], labels[0], inertia[0], 0)
     return KMeansResult(centroids, labels, inertia, 0)
+
+
+def cluster(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int, iters: int = 50, seed: int = 0,
+            lengths=None, show_progress: bool = False, labels_dtype: torch.dtype = torch.int64) -> KMeansResult:
+    """The clustering the pipelines use: exact (:func:`optimal_kmeans_1d`) for scalar points
+    whose split table fits EXACT_1D_MAX_SPLITS, else :func:`weighted_kmeans` (Lloyd from
+    k-means++, ``iters`` and ``seed`` apply). Same arguments and result as weighted_kmeans."""
+    if x.shape[-1] == 1 and k * (x.shape[-2] + 1) <= EXACT_1D_MAX_SPLITS:
+        r = optimal_kmeans_1d(x, weight, k=k, lengths=lengths)
+        return r._replace(labels=r.labels.to(labels_dtype))
+    return weighted_kmeans(x, weight, k=k, iters=iters, seed=seed, lengths=lengths, show_progress=show_progress,
+                           labels_dtype=labels_dtype)
 
 
 def _final_assignment(xb, w, centroids, labels) -> torch.Tensor:

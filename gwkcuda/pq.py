@@ -3,7 +3,8 @@
 A weight [N, ...] is viewed as a matrix [N, K] (rows: output features or filters; K: the flattened
 input axis, Cin*kh*kw for a convolution). Each row is split into S = K / d sub-vectors of length d;
 the N rows form ``groups`` equal groups of consecutive rows, and each group's sub-vectors are
-clustered into k codewords by (importance-)weighted k-means. Storage: ceil(log2 k) bits per
+clustered into k codewords by (importance-)weighted k-means (exactly, by dynamic programming, for
+scalar codebooks d = 1: kmeans.cluster). Storage: ceil(log2 k) bits per
 sub-vector index, i.e. ceil(log2 k) / d bits per weight, plus the codebooks.
 
 :func:`gwk_quantize` clusters the layers of a plan (several at once, batched); :func:`pq_quantize`
@@ -18,7 +19,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from . import io, ops
-from .kmeans import stack_problems, weighted_kmeans
+from .kmeans import cluster, stack_problems
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def pq_quantize(weight: torch.Tensor, config: PQConfig, importance: Optional[tor
             must hold at least k sub-vectors.
         importance: None (plain k-means), or non-negative per-weight importances of weight's
             shape (accumulated |g| or g^2); a sub-vector's weight is the sum over its d entries.
-        iters, seed: passed to gwkcuda.kmeans.weighted_kmeans.
+        iters, seed: passed to gwkcuda.kmeans.cluster (Lloyd's; scalar codebooks are exact).
     Returns:
         PQWeight with codes [N, K/d] (uint8 when k <= 256, else int32) and codebook [G, k, d]
         in weight's dtype.
@@ -208,7 +209,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                 unweighted += int((w.sum(1) <= 0).sum())
             with warnings.catch_warnings():  # one warning per layer below, not one per slice
                 warnings.filterwarnings("ignore", "weighted_kmeans: every weight is zero", RuntimeWarning)
-                r = weighted_kmeans(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
+                r = cluster(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
             codes[g:g + step], codebook[g:g + step] = r.labels, r.centroids
         if unweighted:
             warnings.warn(f"gwk_quantize: {name}: {unweighted} of {G} groups have zero importance everywhere "
@@ -222,7 +223,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
             x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None
         else:
             x, w, lengths = stack_problems(xs, ws)
-        result = weighted_kmeans(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
+        result = cluster(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
                                  show_progress=show_progress, labels_dtype=torch.int32)
         del x, w, ws  # the point weights go before the codes are made
         for b, n in enumerate(names):

@@ -31,6 +31,7 @@ def test_equals_the_brute_force_optimum():
         k = int(torch.randint(1, n + 1, (1,), generator=gen))
         x = torch.randn(n, generator=gen, dtype=torch.float64).round(decimals=1)  # ties included
         w = torch.rand(n, generator=gen, dtype=torch.float64) * (torch.rand(n, generator=gen) > 0.2)  # zeros too
+        w[0] += 0.5  # (a problem of zero weight everywhere is clustered with uniform weights instead)
         r = kmeans.optimal_kmeans_1d(x[:, None], w, k=k)
         best = _brute_force(x.tolist(), w.tolist(), k)
         assert float(r.inertia) == pytest.approx(best, abs=1e-9)
@@ -49,6 +50,21 @@ def test_never_worse_than_lloyd_and_seed_free():
         assert torch.all(exact.inertia <= lloyd.inertia * (1 + 1e-6) + 1e-9)
     assert exact.labels.shape == (64, 500) and exact.centroids.shape == (64, 8, 1)
     assert torch.equal(exact.labels, kmeans.optimal_kmeans_1d(x, w, k=8).labels)  # deterministic
+
+
+def test_the_pipelines_cluster_scalar_codebooks_exactly():
+    """kmeans.cluster (what gwk_quantize calls) is exact for d = 1, padded problems included, and
+    Lloyd's for vectors."""
+    gen = torch.Generator().manual_seed(2)
+    xs = [torch.randn(n, 1, generator=gen) for n in (300, 200)]
+    ws = [torch.rand(n, generator=gen) for n in (300, 200)]
+    x, w, lengths = kmeans.stack_problems(xs, ws)
+    r = kmeans.cluster(x, w, k=6, lengths=lengths, labels_dtype=torch.int32)
+    assert r.n_iter == 0 and r.labels.dtype == torch.int32 and bool((r.labels[1, 200:] == -1).all())
+    for b in range(2):
+        alone = kmeans.optimal_kmeans_1d(xs[b], ws[b], k=6)
+        assert torch.allclose(r.centroids[b], alone.centroids) and torch.equal(r.labels[b, :len(xs[b])].long(), alone.labels)
+    assert kmeans.cluster(torch.randn(1, 300, 2, generator=gen), None, k=4, iters=5).n_iter >= 1
 
 
 def test_bad_input_is_refused():
