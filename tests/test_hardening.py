@@ -18,6 +18,8 @@ import torch
 from gwkcuda import cli, io, kmeans, model_file, ops, reference, train
 from gwkcuda.workdir import locked
 
+from .conftest import DEVICES, needs_cuda
+
 DIGITS = ["--model", "digits_cnn", "--data", "digits", "--device", "cpu"]
 
 
@@ -401,3 +403,29 @@ def test_11_batched_seeding_is_as_good_as_sequential_kmeanspp():
     theirs = np.median([inertia(torch.from_numpy(sklearn_cluster.kmeans_plusplus(
         x.numpy(), 256, random_state=s, n_local_trials=1)[0])) for s in range(5)])
     assert ours <= 1.1 * theirs, (ours, theirs)
+
+
+@needs_cuda
+def test_1_cpu_tensor_among_cuda_ones_gets_our_message():
+    """A CPU input with CUDA ones reaches the CUDA kernels, which check before they make a device
+    guard: our message, not c10's "non-CUDA DeviceType" error."""
+    cpu_x, cuda_c = torch.randn(1, 6, 2), torch.zeros(1, 3, 2, device="cuda")
+    calls = {
+        "kmeans_assign": lambda: ops.kmeans_assign(cpu_x, cuda_c),
+        "cluster_reduce": lambda: ops.cluster_reduce(cpu_x, None, torch.zeros(1, 6, dtype=torch.int64, device="cuda"), 3),
+        "gwk_lloyd_step": lambda: ops.gwk_lloyd_step(cpu_x, None, cuda_c),
+        "pq_linear": lambda: ops.pq_linear(torch.randn(2, 4), torch.zeros(3, 2, dtype=torch.uint8, device="cuda"),
+                                           torch.zeros(1, 4, 2, device="cuda")),
+        "pq_decode": lambda: ops.pq_decode(torch.zeros(3, 2, dtype=torch.uint8), torch.zeros(1, 4, 2, device="cuda")),
+    }
+    for op, call in calls.items():
+        with pytest.raises(RuntimeError, match=r"expected \w+ on") as err:
+            call()
+        assert "DeviceType" not in str(err.value), (op, err.value)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_10_nan_points_get_label_0_and_infinite_distance_on_every_backend(device):
+    x = torch.tensor([[[float("nan"), 1.0], [0.0, 0.0]]], device=device)
+    labels, sqdist = ops.kmeans_assign(x, torch.tensor([[[5.0, 5.0], [0.0, 0.0]]], device=device))
+    assert labels.tolist() == [[0, 1]] and sqdist[0, 0].item() == float("inf") and sqdist[0, 1].item() == 0

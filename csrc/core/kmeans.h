@@ -10,6 +10,7 @@
 //   wsums      [k]      sum over the points of a cluster of weight
 #pragma once
 
+#include <math.h>
 #include <stdint.h>
 
 #include "macros.h"
@@ -44,13 +45,15 @@ GWK_HOST_DEVICE auto closer(acc_t dist, acc_t best) {
   return dist < best;
 }
 
-// Nearest centroid of one point by a scan over all k; returns its index, writes its distance.
+// Nearest centroid of one point by a scan over all k; returns its index, writes its distance. The
+// scan starts from +infinity, as the CPU's vectorised tiles do, so the two agree on every input: a
+// point whose distances are all NaN gets label 0 and distance +infinity on every backend.
 template <typename acc_t, typename x_t, typename c_t>
 GWK_HOST_DEVICE int64_t nearest_centroid(const x_t* x, const c_t* centroids, int64_t k, int d,
                                          acc_t* best_dist) {
   int64_t best = 0;
-  acc_t best_d = squared_distance<acc_t>(x, centroids, d);
-  for (int64_t j = 1; j < k; ++j) {
+  acc_t best_d = static_cast<acc_t>(INFINITY);
+  for (int64_t j = 0; j < k; ++j) {
     const acc_t dist = squared_distance<acc_t>(x, centroids + j * d, d);
     if (closer(dist, best_d)) {
       best_d = dist;

@@ -92,8 +92,8 @@ __global__ void update_kernel(const acc_t* __restrict__ sums, const acc_t* __res
 }
 
 std::tuple<at::Tensor, at::Tensor> kmeans_assign_cuda(const at::Tensor& x_in, const at::Tensor& c_in) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
   const auto in = prepare_inputs("kmeans_assign", x_in, std::nullopt, &c_in, nullptr, 0);
+  const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
   auto labels = at::empty({in.B, in.N}, in.x.options().dtype(at::kLong));
   auto sqdist = at::empty({in.B, in.N}, in.x.options());
   const int64_t total = in.B * in.N;
@@ -143,8 +143,8 @@ void accumulate_checked(const char* op, const KMeansInputs& in, at::Tensor& labe
 std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
                                                        const std::optional<at::Tensor>& weight,
                                                        const at::Tensor& labels_in, int64_t k) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
   const auto in = prepare_inputs("cluster_reduce", x_in, weight, nullptr, &labels_in, k);
+  const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
   auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
   auto wsums = at::zeros({in.B, in.k}, in.x.options());
   auto labels = in.labels;  // read only: no centroids are given
@@ -155,9 +155,9 @@ std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
     const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in,
     at::Tensor& labels) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
   check_labels_out("gwk_lloyd_step", in, labels);
+  const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
   auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
   auto wsums = at::zeros({in.B, in.k}, in.x.options());
   auto inertia = at::zeros({in.B}, in.x.options());

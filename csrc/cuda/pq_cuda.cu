@@ -94,8 +94,8 @@ void raise_on_bad_code(const char* op, const at::Tensor& bad, const at::Tensor& 
 }
 
 at::Tensor pq_decode_cuda(const at::Tensor& codes_in, const at::Tensor& codebook_in) {
-  const c10::cuda::CUDAGuard guard(codebook_in.device());
   const PQShape s = check_pq_weight("pq_decode", codes_in, codebook_in);
+  const c10::cuda::CUDAGuard guard(codebook_in.device());  // after the checks: a CPU input gets our message
   const auto codes = codes_in.contiguous();
   const auto codebook = codebook_in.contiguous();
   auto w = at::empty({s.N, s.K}, codebook.options());
@@ -117,9 +117,9 @@ at::Tensor pq_decode_cuda(const at::Tensor& codes_in, const at::Tensor& codebook
 
 at::Tensor pq_linear_cuda(const at::Tensor& x_in, const at::Tensor& codes_in,
                           const at::Tensor& codebook_in, const std::optional<at::Tensor>& bias_in) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
   const PQShape s = check_pq_weight("pq_linear", codes_in, codebook_in);
   check_pq_linear(s, x_in, codebook_in, bias_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());  // after the checks: a CPU input gets our message
   const int64_t M = x_in.size(0);
   if (M > kMaxWarpRows) {
     auto y = at::matmul(x_in, pq_decode_cuda(codes_in, codebook_in).t());
