@@ -13,6 +13,9 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The repository root too: after an in-place build (gpu_check.sh) gwkcuda is importable from there
+# only, and sys.path[0] is bench/ when this script runs.
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def machine_name(device="cpu"):

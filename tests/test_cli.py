@@ -227,3 +227,18 @@ def test_ctrl_c_is_one_line_exit_130_and_resume_finishes_the_same_file(tmp_path,
     monkeypatch.setattr(train, "_save_atomic", original)
     assert cli.main(command[1:]) == 0
     assert out.read_bytes() == (tmp_path / "full.gwk").read_bytes()
+
+
+def test_gpu_check_without_a_gpu_checks_prerequisites_and_exits_0():
+    """bench/gpu_check.sh on a machine with no GPU: the prerequisites are checked and named, then it
+    says there is no GPU and exits 0 (it never reaches the build)."""
+    import torch
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: gpu_check.sh would run the whole check")
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "== prerequisites" in out.stdout and "torch " in out.stdout and "nvcc " in out.stdout
+    assert out.stdout.strip().endswith("no GPU visible: nothing to check on this machine")
