@@ -12,7 +12,6 @@ A user mistake (unknown model, missing data, bad knob, unreadable file) prints o
 and exits with status 2; --debug shows the traceback instead.
 """
 import argparse
-import json
 import math
 import os
 import shlex
@@ -157,11 +156,13 @@ def cmd_compress(args) -> int:
     _check_output(out, "--out")
     if args.report:
         _check_output(Path(args.report), "--report")
-    _check_model_fits_data(task)
-    if args.method != "binquant":
-        _check_gwk_knobs(args, task, config)
-    else:
-        _check_binquant_layers(task, config)
+    from .models import build_model
+
+    untrained = build_model(task.model_name, task.arch["num_classes"], task.arch["in_channels"])
+    _check_model_takes(untrained, task.x_train[:2], task.y_train,
+                       f"--model {task.model_name}", f"--data {task.data_name}")
+    float_layers = (_check_gwk_knobs(args, task, config, untrained) if args.method != "binquant"
+                    else _check_binquant_layers(task, config, untrained))
     workdir = Path(args.workdir or f"{out}.work")
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"--workdir {workdir}: expected a folder, got a file")
@@ -186,8 +187,8 @@ def cmd_compress(args) -> int:
     if args.report:
         write_json(args.report, report)
     print(_summary(report))
-    if getattr(args, "float_layers", None):
-        print("kept in float: " + "; ".join(args.float_layers))
+    if float_layers:
+        print("kept in float: " + "; ".join(float_layers))
     print(f"wrote {out}" + (f" and {args.report}" if args.report else ""))
     return 0
 
@@ -203,49 +204,29 @@ def _check_output(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: the folder {folder} is not writable")
 
 
-def _untrained(task):
-    from .models import build_model
-
-    arch = task.arch
-    return build_model(task.model_name, arch["num_classes"], arch["in_channels"])
-
-
-def _check_model_fits_data(task) -> None:
-    """Two training images through the untrained model: a model that cannot take this data is
-    refused now, not after minutes of loading and training."""
-    try:
-        with torch.no_grad():
-            _untrained(task).eval()(task.x_train[:2])
-    except (RuntimeError, ValueError, IndexError) as exc:
-        raise UserError(f"--model {task.model_name} cannot take --data {task.data_name} images of shape "
-                        f"{list(task.x_train.shape[1:])} ({str(exc).splitlines()[0]})") from None
-
-
-def _check_binquant_layers(task, config) -> None:
+def _check_binquant_layers(task, config, model) -> list:
+    """Some layer for Bin & Quant to compress, on the untrained architecture; returns [] (Bin &
+    Quant's report names the layers it leaves in float)."""
     from .binquant import compressible_layers
 
-    if not compressible_layers(_untrained(task), config.min_weights):
+    if not compressible_layers(model, config.min_weights):
         raise UserError(f"--model {task.model_name}: no Conv/Linear/Embedding layer with at least "
                         f"{config.min_weights} weights for Bin & Quant to compress")
+    return []
 
 
-def _check_gwk_knobs(args, task, config) -> None:
+def _check_gwk_knobs(args, task, config, model) -> list:
     """Knobs that depend on the model and data, checked on the untrained architecture before any
-    training: some layer must be quantisable at (--d, --k), and --calib-batches must fit the data."""
+    training: some layer must be quantisable at (--d, --k), and --calib-batches must fit the data.
+    Returns the layers that will stay in float, each with its reason and share of the weights."""
     from .gwk import plan_layers
-    from .models import build_model
 
-    arch = task.arch
-    model = build_model(task.model_name, arch["num_classes"], arch["in_channels"])
     plan, skipped = plan_layers(model, config)
     if not plan:
         reasons = "; ".join(f"{n}: {why}" for n, why in skipped.items())
         raise UserError(f"--d {args.d} --k {args.k}: no layer of {task.model_name} can be quantised ({reasons})")
     sizes = {n: m.weight.numel() for n, m in model.named_modules() if n in plan or n in skipped}
     total = sum(sizes.values())
-    # The user asked for none of these: the summary names them, with the weights they hold.
-    args.float_layers = [f"{name} ({why}; {100 * sizes[name] / total:.1f}% of the weights)"
-                         for name, why in skipped.items()]
     kept = sum(sizes[n] for n in skipped)
     if kept > total / 2:
         print(f"gwkcuda: warning: {100 * kept / total:.1f}% of {task.model_name}'s weights stay in float at "
@@ -255,6 +236,8 @@ def _check_gwk_knobs(args, task, config) -> None:
     if args.calib_batches > batches:
         raise UserError(f"--calib-batches: expected at most {batches} (the {len(task.x_train)} training "
                         f"images in batches of 64), got {args.calib_batches}")
+    # The user asked for none of these: the summary names them, with the weights they hold.
+    return [f"{name} ({why}; {100 * sizes[name] / total:.1f}% of the weights)" for name, why in skipped.items()]
 
 
 def _compress_in(workdir: Path, args, task, config, qat, out, device, progress) -> dict:
@@ -304,25 +287,26 @@ def cmd_evaluate(args) -> int:
     where = {"report-half": (n // 2, n), "search-half": (0, n // 2)}.get(args.split, (0, n))
     x, y = x[where[0]:where[1]], y[where[0]:where[1]]
     described = f"{'train' if args.split == 'train' else 'test'}[{where[0]}:{where[1]}]"
-    _check_model_takes(model, x, y, args, device)
+    if len(x) == 0:
+        raise UserError(f"--split {args.split}: no images in {args.data}'s {args.split}")
+    _check_model_takes(model, x[:1], y, args.file, args.data, device)
     acc = train.accuracy(model, x, y, device=device)
     print(f"{args.file}: accuracy {100 * acc:.2f}% on {args.data} {described} ({len(x)} images, "
           f"--split {args.split}, {device})")
     return 0
 
 
-def _check_model_takes(model, x, y, args, device) -> None:
-    """The data fits the model: one image through it, and its labels within its outputs."""
-    if len(x) == 0:
-        raise UserError(f"--split {args.split}: no images in {args.data}'s {args.split}")
+def _check_model_takes(model, x, y, model_name: str, data_name: str, device="cpu") -> None:
+    """The data fits the model, before any long work: a few images x through it, and every label
+    of y within its outputs; UserError naming both otherwise."""
     try:
         with torch.no_grad():
-            outputs = model.eval()(x[:1].to(device)).shape[-1]
+            outputs = model.eval()(x.to(device)).shape[-1]
     except (RuntimeError, ValueError, IndexError) as exc:
-        raise UserError(f"{args.file} cannot take {args.data} images of shape {list(x.shape[1:])} "
+        raise UserError(f"{model_name} cannot take {data_name} images of shape {list(x.shape[1:])} "
                         f"({str(exc).splitlines()[0]})") from None
     if int(y.max()) >= outputs:
-        raise UserError(f"{args.file} has {outputs} outputs, but {args.data} has labels up to {int(y.max())}")
+        raise UserError(f"{model_name} has {outputs} outputs, but {data_name} has labels up to {int(y.max())}")
 
 
 def cmd_inspect(args) -> int:

@@ -283,20 +283,19 @@ def _sample(weight: torch.Tensor, nearest: Optional[torch.Tensor], gen: torch.Ge
     # One float64 scratch slice for every chunk: a fresh temporary per chunk leaves the C heap
     # fragmented (measured: about one point-sized array of resident memory that is never returned).
     scratch = torch.empty(B, min(N, _CHUNK), dtype=torch.float64, device=weight.device)
-    use_nearest = torch.zeros(B, 1, dtype=torch.bool, device=weight.device)
-
-    def probabilities(s, product):
+    def probabilities(s, rows):
+        """p of slice s into the scratch: weight, times nearest in the rows [B, 1] set in ``rows``."""
         part = scratch[:, :min(_CHUNK, N - s)]
         part.copy_(weight[:, s:s + _CHUNK])
-        if product is not None:
-            near = nearest[:, s:s + _CHUNK]
-            part.mul_(near if product is True else torch.where(product, near, torch.ones((), dtype=near.dtype,
-                                                                                      device=near.device)))
+        if nearest is not None:
+            part.mul_(torch.where(rows, nearest[:, s:s + _CHUNK], 1.0))
         return part
 
-    sums = torch.stack([probabilities(s, None).sum(1) for s in starts], 1)
+    no_rows = torch.zeros(B, 1, dtype=torch.bool, device=weight.device)
+    use_nearest = no_rows
+    sums = torch.stack([probabilities(s, no_rows).sum(1) for s in starts], 1)
     if nearest is not None:
-        product = torch.stack([probabilities(s, True).sum(1) for s in starts], 1)
+        product = torch.stack([probabilities(s, ~no_rows).sum(1) for s in starts], 1)
         use_nearest = product.sum(1, keepdim=True) > 0
         sums = torch.where(use_nearest, product, sums)
     cdf = sums.cumsum(1)
@@ -309,7 +308,7 @@ def _sample(weight: torch.Tensor, nearest: Optional[torch.Tensor], gen: torch.Ge
         here = chunk == c
         if len(starts) > 1 and not bool(here.any()):
             continue
-        local = probabilities(s, use_nearest if nearest is not None else None).cumsum(1)
+        local = probabilities(s, use_nearest).cumsum(1)
         last = local[:, -1:] * (1 - 2.0 ** -52)  # rounding never lands past the last positive entry
         pick = torch.searchsorted(local, torch.minimum(u, last), right=True).clamp_max(local.shape[1] - 1)
         picks = torch.where(here, pick + s, picks)

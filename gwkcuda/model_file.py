@@ -92,10 +92,12 @@ def check_model_meta(path, meta: dict) -> None:
                 if not _is_int(info.get("nbits"), 1, 16) or (1 << info["nbits"]) < info["bins"]:
                     bad(f"{field}.nbits", f"an int in 1..16 with room for {info['bins']} bins", info.get("nbits"))
             elif info.get("encoding") == "huffman":
-                lengths = info.get("code_lengths")
+                lengths, cap = info.get("code_lengths"), huffman.MAX_LENGTH
                 if not (isinstance(lengths, list) and len(lengths) == info["bins"]
-                        and all(_is_int(n, 0, 64) for n in lengths)):
-                    bad(f"{field}.code_lengths", f"{info['bins']} ints in 0..64", lengths)
+                        and all(_is_int(n, 0, cap) for n in lengths) and any(lengths)
+                        and sum(1 << (cap - n) for n in lengths if n) <= 1 << cap):
+                    bad(f"{field}.code_lengths", f"{info['bins']} ints in 0..{cap} forming a prefix code "
+                                                 "(Kraft's inequality)", lengths)
             else:
                 bad(f"{field}.encoding", "'bitarray' or 'huffman'", info.get("encoding"))
             if "values_from" in info and info["values_from"] not in layers:
@@ -260,9 +262,9 @@ def load_model(path, model: Optional[nn.Module] = None) -> nn.Module:
 def check_payload(path, tensors: dict, meta: dict) -> None:
     """Every stored stream against its header entry, before anything is decoded or allocated: packed
     codes of exactly ceil(count * bits / 8) bytes, codebooks of [groups, k, d], bin values of
-    `bins` entries, bit-array indices of ceil(numel * nbits / 8) bytes, Huffman code lengths that
-    form a prefix code (Kraft's inequality) of words <= huffman.MAX_LENGTH bits, and a stream long
-    enough for numel words of the shortest length. CompressedFileError names the tensor."""
+    `bins` entries, bit-array indices of ceil(numel * nbits / 8) bytes, and a Huffman stream long
+    enough for numel words of its shortest length (the code itself: check_model_meta).
+    CompressedFileError names the tensor."""
     def need(name, what, ok):
         if name not in tensors:
             raise io.CompressedFileError(f"{path}: bad payload: {name}: missing ({what})")
@@ -294,14 +296,9 @@ def check_payload(path, tensors: dict, meta: dict) -> None:
             need(name + ".indices", f"{info['numel']} indices packed at {info['nbits']} bits",
                  packed(info["numel"], info["nbits"]))
             continue
-        lengths = info["code_lengths"]
-        used = [n for n in lengths if n > 0]
-        if not used or max(used) > huffman.MAX_LENGTH or \
-                sum(1 << (huffman.MAX_LENGTH - n) for n in used) > 1 << huffman.MAX_LENGTH:
-            raise io.CompressedFileError(f"{path}: bad model header: layers[{name!r}].code_lengths: expected "
-                                         f"a prefix code (Kraft's inequality) of words of 1..{huffman.MAX_LENGTH} bits")
-        need(name + ".indices", f"a Huffman stream of at least {info['numel'] * min(used)} bits",
-             lambda t: t.dtype == torch.uint8 and t.dim() == 1 and t.numel() * 8 >= info["numel"] * min(used))
+        shortest = min(n for n in info["code_lengths"] if n)  # a prefix code: check_model_meta
+        need(name + ".indices", f"a Huffman stream of at least {info['numel'] * shortest} bits",
+             lambda t: t.dtype == torch.uint8 and t.dim() == 1 and t.numel() * 8 >= info["numel"] * shortest)
 
 
 def _check_architecture(path, meta: dict, tensors: dict) -> None:

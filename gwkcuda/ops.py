@@ -9,6 +9,8 @@ from . import _C  # noqa: F401  (loading the extension registers torch.ops.gwkcu
 from .shapes import CODE_DTYPES, MAX_BITS, accumulate_dtype, check_kmeans_shapes, packed_numel
 
 _CODE_DTYPES = tuple(getattr(torch, name) for name in CODE_DTYPES)
+
+
 def _check_int(op: str, name: str, value) -> None:
     """An int argument that fits int64, checked before it reaches C++ (where a Python int beyond
     int64 gives pybind's cast error, not ours); the ranges are checked in C++. Symbolic ints

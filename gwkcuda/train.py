@@ -15,6 +15,7 @@ from .progress import progress
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: training stops at once and nothing is written from it."""
 
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500,
              device="cpu") -> float:
     """Top-1 accuracy in [0, 1] of ``model`` (eval mode) on x [N, ...], y [N]."""
