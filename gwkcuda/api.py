@@ -20,6 +20,15 @@ from .gwk import GWKConfig, gwk_compress
 Calibration = Union[Iterable, Callable[[nn.Module], None]]
 
 
+def _batches(calibration: Iterable):
+    """(index, (inputs, targets)) for each calibration batch, each checked to be a pair."""
+    for i, batch in enumerate(calibration):
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise ValueError(f"compress: expected calibration batches (inputs, targets), got a "
+                             f"{type(batch).__name__} for batch {i}")
+        yield i, batch
+
+
 def _calibration_backward(model: nn.Module, calibration: Calibration, after_each=None) -> None:
     """Runs the calibration's backward passes on ``model`` (eval mode: batch-norm statistics stay)."""
     model.eval()
@@ -27,11 +36,7 @@ def _calibration_backward(model: nn.Module, calibration: Calibration, after_each
         calibration(model)
         return
     count = 0
-    for i, batch in enumerate(calibration):
-        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-            raise ValueError(f"compress: expected calibration batches (inputs, targets), got a "
-                             f"{type(batch).__name__} for batch {i}")
-        inputs, targets = batch
+    for i, (inputs, targets) in _batches(calibration):
         try:
             loss = F.cross_entropy(model(inputs), targets)
         except (RuntimeError, TypeError, ValueError, IndexError) as exc:
@@ -46,6 +51,24 @@ def _calibration_backward(model: nn.Module, calibration: Calibration, after_each
         raise ValueError("compress: the calibration held no batch")
 
 
+def _calibration_samples(calibration: Calibration, count: int):
+    """(inputs, targets): the first ``count`` samples of the calibration batches (Fisher
+    importances take per-sample gradients, so they need the samples, not a callable)."""
+    if callable(calibration):
+        raise ValueError("compress: importance 'fisher' takes per-sample gradients of a cross-entropy, so it "
+                         "needs calibration batches (inputs, targets), got a callable")
+    inputs, targets, held = [], [], 0
+    for _, (x, y) in _batches(calibration):
+        inputs.append(x)
+        targets.append(y)
+        held += len(x)
+        if held >= count:
+            break
+    if not inputs:
+        raise ValueError("compress: the calibration held no batch")
+    return torch.cat(inputs)[:count], torch.cat(targets)[:count]
+
+
 def compress(model: nn.Module, config: Union[BinQuantConfig, GWKConfig], *,
              calibration: Optional[Calibration] = None,
              eval_fn: Optional[Callable[[nn.Module], float]] = None, progress: bool = True) -> dict:
@@ -56,7 +79,8 @@ def compress(model: nn.Module, config: Union[BinQuantConfig, GWKConfig], *,
         config: BinQuantConfig or GWKConfig (see their docstrings for every knob).
         calibration: batches (inputs, targets) for a cross-entropy backward, or a callable
             model -> None that runs the backward passes itself (any loss); needed by GWK unless
-            importance is "uniform", and by Bin & Quant's sensitivity "gradient".
+            importance is "uniform", and by Bin & Quant's sensitivity "gradient". Importance
+            "fisher" takes the first ``fisher_samples`` samples of the batches (not a callable).
         eval_fn: model -> score in [0, 1] (accuracy on held-out data, say); Bin & Quant keeps
             it within config.max_drop points of the uncompressed model's. Not used by GWK.
         progress: progress bars (Bin & Quant's evaluations, GWK's clustering).
@@ -75,7 +99,11 @@ def compress(model: nn.Module, config: Union[BinQuantConfig, GWKConfig], *,
                 raise ValueError("compress: Bin & Quant's gradient sensitivity needs calibration batches "
                                  "(or use BinQuantConfig(sensitivity='perturb'))")
             grad_fn = lambda m: _calibration_backward(m, calibration)  # noqa: E731
-        result = bin_and_quant(model, eval_fn, dataclasses.replace(config, progress=progress), grad_fn)
+        samples = None
+        if config.sensitivity == "gradient" and config.importance == "fisher":
+            samples = _calibration_samples(calibration, config.fisher_samples)
+        result = bin_and_quant(model, eval_fn, dataclasses.replace(config, progress=progress), grad_fn,
+                               samples=samples)
         model._gwkcuda_binquant = result  # what save() writes: bins and values per layer
         return result.report
     if isinstance(config, GWKConfig):
@@ -85,7 +113,10 @@ def compress(model: nn.Module, config: Union[BinQuantConfig, GWKConfig], *,
                 raise ValueError(f"compress: GWK importance {config.importance!r} needs calibration batches "
                                  "(or GWKConfig(importance='uniform') for plain k-means)")
             run_backward = lambda after_each: _calibration_backward(model, calibration, after_each)  # noqa: E731
-        _, report = gwk_compress(model, config, run_backward, show_progress=progress)
+        samples = None
+        if config.importance == "fisher":
+            samples = _calibration_samples(calibration, config.fisher_samples)
+        _, report = gwk_compress(model, config, run_backward, show_progress=progress, samples=samples)
         return report
     raise TypeError(f"compress: expected a BinQuantConfig or a GWKConfig, got {type(config).__name__}")
 

@@ -22,12 +22,13 @@ cannot meet it with max_bins bins stays uncompressed.
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from . import model_file
+from .importance import check_samples, fisher_importance
 from .progress import progress
 
 
@@ -41,7 +42,10 @@ class BinQuantConfig:
     shared by all layers of one kind, searched and stored once, as the ICASSP paper allows);
     allocation: "layer" (the authors' greedy, layer by layer, each with its share of the budget)
     or "global" (gradient mode: one split order across all layers by estimated loss cost per
-    weight, and one bisection over it with every layer quantised, against the whole budget)."""
+    weight, and one bisection over it with every layer quantised, against the whole budget);
+    importance (gradient mode): "square", the square of the calibration gradient (grad_fn's
+    backward passes summed), or "fisher", the sum over fisher_samples calibration samples of their
+    own squared gradients (see gwkcuda.importance)."""
     max_drop: float = 1.0
     max_bins: int = 16
     p_layer: float = 0.03
@@ -52,6 +56,8 @@ class BinQuantConfig:
     layer_sensitivity: bool = True
     share: str = "none"
     allocation: str = "layer"
+    importance: str = "square"
+    fisher_samples: int = 1024
     progress: bool = False
 
     def __post_init__(self):
@@ -66,6 +72,9 @@ class BinQuantConfig:
         if self.allocation == "global" and self.sensitivity != "gradient":
             raise ValueError("BinQuantConfig: allocation 'global' needs sensitivity 'gradient' (its split "
                              "order comes from gradients, without evaluations)")
+        if self.importance not in ("square", "fisher"):
+            raise ValueError(f"BinQuantConfig: expected importance 'square' or 'fisher', got {self.importance!r}")
+        check_samples(self.fisher_samples, "BinQuantConfig")
         if self.share not in ("none", "kind"):
             raise ValueError(f"BinQuantConfig: expected share 'none' or 'kind', got {self.share!r}")
         if not (math.isfinite(self.max_drop) and self.max_drop >= 0):
@@ -304,14 +313,18 @@ def _units(model, config):
 
 def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], config: BinQuantConfig,
                   grad_fn: Optional[Callable[[nn.Module], None]] = None,
-                  uint8: Optional[dict] = None) -> BinQuantResult:
+                  uint8: Optional[dict] = None,
+                  samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> BinQuantResult:
     """Compresses ``model`` in place (its selected weights become bin values).
 
     Args:
         model: a trained float model, or a uint8 model (see ``uint8``).
         eval_fn: model -> accuracy in [0, 1] on the search data.
         config: BinQuantConfig.
-        grad_fn: model -> None, runs backward over calibration batches (gradient mode only).
+        grad_fn: model -> None, runs backward over calibration batches (gradient mode, importance
+            "square").
+        samples: (inputs [S, ...], targets [S]) for importance "fisher" (cross-entropy per
+            sample; the first config.fisher_samples are used).
         uint8: name -> Uint8Weight for layers held as uint8 codes (see :func:`quantize_uint8`);
             their bins are taken over the codes and bin values are rounded to integer codes, as
             the authors' code does for TFLite models; the scale and zero point are kept.
@@ -332,7 +345,14 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
     if not units:
         raise ValueError(f"bin_and_quant: no Conv/Linear/Embedding layer with >= {config.min_weights} weights")
     importance = {}
-    if config.sensitivity == "gradient":
+    if config.sensitivity == "gradient" and config.importance == "fisher":
+        if samples is None:
+            raise ValueError("bin_and_quant: importance 'fisher' needs samples (inputs, targets)")
+        n = config.fisher_samples
+        fisher = fisher_importance(model, [nm for u in units for nm in u.names], samples[0][:n], samples[1][:n])
+        for unit in units:
+            importance[unit.names[0]] = torch.cat([fisher[nm].reshape(-1) for nm in unit.names])
+    elif config.sensitivity == "gradient":
         if grad_fn is None:
             raise ValueError("bin_and_quant: the gradient mode needs grad_fn (runs backward over calibration batches)")
         model.zero_grad(set_to_none=True)

@@ -138,16 +138,19 @@ def cmd_compress(args) -> int:
                         "(--float-epochs N, default 20) or pass the trained weights with --checkpoint")
     if args.method == "binquant" and args.allocation == "global" and args.sensitivity != "gradient":
         raise UserError("--allocation global needs --sensitivity gradient (its split order comes from gradients)")
+    if args.method == "binquant" and args.importance == "abs":
+        raise UserError("--importance abs is GWK's: Bin & Quant's gradient sensitivity takes square or fisher")
     task = pipelines.load_task(args.model, args.data, args.data_root)
     if args.method == "binquant":
         config = BinQuantConfig(max_drop=args.max_drop, max_bins=args.max_bins,
                                 sensitivity=args.sensitivity, values=args.values, share=args.share,
-                                allocation=args.allocation,
-                                progress=progress)
+                                allocation=args.allocation, importance=args.importance or "square",
+                                fisher_samples=args.fisher_samples, progress=progress)
     else:
-        importance = "uniform" if args.method == "kmeans" else args.importance
+        importance = "uniform" if args.method == "kmeans" else args.importance or "abs"
         config = GWKConfig(d=args.d, k=args.k, importance=importance, beta=args.beta,
-                           calib_batches=args.calib_batches, iters=args.iters, seed=args.seed)
+                           calib_batches=args.calib_batches, fisher_samples=args.fisher_samples,
+                           iters=args.iters, seed=args.seed)
     qat = None  # every knob is checked before any training starts
     if args.method != "binquant" and args.bits is not None:
         qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
@@ -438,8 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "float (default: %(default)s)")
     g.add_argument("--k", type=_count(1, 2**16), default=16,
                    help="codewords per layer: log2(k) bits per code (default: %(default)s)")
-    g.add_argument("--importance", default="abs", choices=("abs", "square"),
-                   help="GWK point weights: summed |gradient| or gradient^2 (default: %(default)s)")
+    g.add_argument("--importance", default=None, choices=("abs", "square", "fisher"),
+                   help="gradient importances: summed |gradient| or gradient^2 of calibration batches, or "
+                        "fisher, the sum of each sample's own gradient^2 (see --fisher-samples); Bin & Quant's "
+                        "gradient sensitivity takes square or fisher (default: abs for GWK, square for "
+                        "Bin & Quant)")
+    g.add_argument("--fisher-samples", type=_count(1), default=1024,
+                   help="training samples whose per-sample gradients give the fisher importances "
+                        "(default: %(default)s)")
     g.add_argument("--beta", type=_non_negative, default=None,
                    help="nudge: importances become 1 + beta * s / mean(s) (default: none, the plain weighted mean)")
     g.add_argument("--calib-batches", type=_count(1), default=16,

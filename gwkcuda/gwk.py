@@ -1,7 +1,8 @@
 """GWK: gradient-weighted product quantisation of a model's Conv2d/Linear layers (paper-spec 2.2-2.4).
 
 1. Importances: per-weight |g| (or g^2) accumulated over T calibration batches
-   (:func:`accumulate_importance`); "uniform" gives plain k-means, the baseline.
+   (:func:`accumulate_importance`), or the per-sample Fisher sum of g_i^2 over calibration samples
+   (:func:`gwkcuda.importance.fisher_importance`); "uniform" gives plain k-means, the baseline.
 2. Clustering: each layer's d-long sub-vectors (rows of W [N, K] cut along K, as in "And the bit
    goes down") are clustered into k codewords by weighted k-means, a sub-vector weighing the sum of
    its entries' importances, optionally nudged (s <- 1 + beta * s / mean(s)); all layers with the
@@ -20,10 +21,10 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .importance import MODES as IMPORTANCE_MODES
+from .importance import accumulate_importance, check_samples, fisher_importance
 from .nn import install_pq
 from .pq import PQConfig, PQWeight, gwk_quantize  # noqa: F401  (gwk_quantize: part of this module's API)
-
-IMPORTANCE_MODES = ("abs", "square", "uniform")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class GWKConfig:
     importance: str = "abs"
     beta: Optional[float] = None
     calib_batches: int = 16
+    fisher_samples: int = 1024
     iters: int = 25
     min_weights: int = 1024
     keep_float: Tuple[str, ...] = ()
@@ -52,6 +54,7 @@ class GWKConfig:
             raise ValueError(f"GWKConfig: expected beta a finite number >= 0, or None, got {self.beta!r}")
         if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
             raise ValueError(f"GWKConfig: expected calib_batches an int >= 1, got {self.calib_batches!r}")
+        check_samples(self.fisher_samples, "GWKConfig")
 
 
 def plan_layers(model: nn.Module, config: GWKConfig):
@@ -76,42 +79,6 @@ def plan_layers(model: nn.Module, config: GWKConfig):
     return plan, skipped
 
 
-def accumulate_importance(model: nn.Module, names, run_backward: Callable[[Callable[[], None]], None],
-                          mode: str = "abs") -> Dict[str, torch.Tensor]:
-    """Per-weight importances of the named layers: sum over backward passes of |g| ("abs") or g^2
-    ("square"); "uniform" gives ones without running anything.
-
-    run_backward(after_each) must run the backward passes (e.g. ``lambda f:
-    train.backward_batches(model, x, y, batches=T, after_each=f)``); the importances accumulate
-    through gradient hooks, so after_each may be called or not.
-    Returns name -> tensor of the layer's weight shape (float32, on the weight's device)."""
-    weights = {n: model.get_submodule(n).weight for n in names}
-    if mode == "uniform":
-        return {n: torch.ones_like(w, dtype=torch.float32) for n, w in weights.items()}
-    if mode not in IMPORTANCE_MODES:
-        raise ValueError(f"accumulate_importance: expected mode one of {IMPORTANCE_MODES}, got {mode!r}")
-    acc = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in weights.items()}
-
-    def accumulate(name):
-        # Runs as soon as the weight's gradient is complete, and drops it: a large model never
-        # holds all its gradients at once, only the importances.
-        def hook(w):
-            g = w.grad.detach().float()
-            acc[name] += g.abs() if mode == "abs" else g * g
-            w.grad = None
-        return hook
-
-    model.zero_grad(set_to_none=True)
-    handles = [w.register_post_accumulate_grad_hook(accumulate(n)) for n, w in weights.items()]
-    try:
-        run_backward(lambda: None)
-    finally:
-        for h in handles:
-            h.remove()
-    model.zero_grad(set_to_none=True)
-    return acc
-
-
 def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
     """Swaps each named Conv2d/Linear for a PQConv2d/PQLinear holding its PQWeight (bias kept);
     an EWGS layer (QConv2d/QLinear) keeps its quantisers and takes codes and codebook instead of
@@ -123,17 +90,24 @@ def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
 
 def gwk_compress(model: nn.Module, config: GWKConfig,
                  run_backward: Optional[Callable[[Callable[[], None]], None]] = None,
-                 show_progress: bool = False):
+                 show_progress: bool = False, samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
     """Importances (unless uniform), batched GWK clustering and the swap to PQ layers, in place.
 
-    run_backward: see :func:`accumulate_importance` (not needed for importance "uniform").
+    run_backward: see :func:`accumulate_importance` (importances "abs" and "square").
+    samples: (inputs [S, ...], targets [S]) for importance "fisher" (cross-entropy per sample; the
+    first config.fisher_samples are used).
     Returns (model, report): report lists per layer the (d, k), bits per weight of the indices and
     the inertia-free facts, and the layers left in float with their reason."""
     plan, skipped = plan_layers(model, config)
     if not plan:
         raise ValueError(f"gwk_compress: no layer to quantise ({skipped})")
     importance = None
-    if config.importance != "uniform":
+    if config.importance == "fisher":
+        if samples is None:
+            raise ValueError("gwk_compress: importance 'fisher' needs samples (inputs, targets)")
+        n = config.fisher_samples
+        importance = fisher_importance(model, plan, samples[0][:n], samples[1][:n])
+    elif config.importance != "uniform":
         if run_backward is None:
             raise ValueError("gwk_compress: importance from gradients needs run_backward")
         importance = accumulate_importance(model, plan, run_backward, config.importance)

@@ -28,6 +28,7 @@ from torch import nn
 from . import __version__, data, model_file, train
 from .binquant import BinQuantConfig, bin_and_quant, save_binquant
 from .gwk import GWKConfig, gwk_compress
+from .importance import sample_rows
 from .models import build_model, load_checkpoint
 
 
@@ -109,6 +110,12 @@ def _header(method: str, task: Task, device, settings) -> dict:
             "data": task.data_name, "device": str(device), "settings": settings}
 
 
+def _fisher_samples(task: Task, count: int, seed: int = 0):
+    """(inputs, targets): ``count`` training samples drawn (seeded) for the Fisher importances."""
+    rows = sample_rows(len(task.x_train), count, seed)
+    return task.x_train[rows], task.y_train[rows]
+
+
 def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, search: int = 1000,
                  calib_batches: int = 8, criterion: str = "accuracy", storage: Optional[dict] = None,
                  device="cpu") -> dict:
@@ -124,7 +131,9 @@ def run_binquant(model: nn.Module, task: Task, out, config: BinQuantConfig, *, s
         def grad_fn(m):
             train.backward_batches(m, task.x_train, task.y_train, batches=calib_batches, device=device)
     score = train.search_score(model, xs, ys, criterion, device=device)
-    result = bin_and_quant(model, score, config, grad_fn)
+    fisher = config.sensitivity == "gradient" and config.importance == "fisher"
+    samples = _fisher_samples(task, config.fisher_samples) if fisher else None
+    result = bin_and_quant(model, score, config, grad_fn, samples=samples)
     info = save_binquant(out, result, arch=task.arch, **(storage or {}))
     report = _header("binquant", task, device, {**dataclasses.asdict(config), "search": search_where,
                                                  "calib_batches": calib_batches, "criterion": criterion,
@@ -239,7 +248,8 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         train.backward_batches(model, task.x_train, task.y_train, batches=config.calib_batches,
                                batch=batch, device=device, after_each=after_each, seed=config.seed)
 
-    _, gwk_report = gwk_compress(model, config, run_backward, show_progress=show_progress)
+    samples = _fisher_samples(task, config.fisher_samples, config.seed) if config.importance == "fisher" else None
+    _, gwk_report = gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples)
     model.to(device)
     details["accuracy_before_finetune"] = train.accuracy(model, xr, yr, device=device)
     quantizer_lr = qat.quantizer_lr if qat is not None else lr
