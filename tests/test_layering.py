@@ -50,3 +50,17 @@ def test_no_import_circles():
         if m not in state:
             visit(m, [m])
     assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+PEERS = {"coremltools", "faiss", "flash1dkmeans"}
+
+
+def test_no_module_imports_a_benchmark_peer():
+    """Peers are measured in bench/ only (the [peers] extra): gwkcuda never imports them."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in PEERS]
+    assert not found
