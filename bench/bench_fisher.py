@@ -69,6 +69,7 @@ def main():
     print(f"\n{machine()}; {args.samples} samples, median of {args.repeats} fresh processes\n")
     print(format_table(["model", "importances by", "weights", "ms per sample", "peak memory growth, MiB"], table))
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_json(args.out, {"rows": rows, "machine": machine(), "repeats": args.repeats})
 
 

@@ -1,6 +1,8 @@
 """Exact weighted 1-D k-means (gwkcuda.kmeans.optimal_kmeans_1d) next to Lloyd from k-means++
-(gwkcuda.kmeans.weighted_kmeans, 25 iterations, 3 seeds), same points and weights, one run: time
-and weighted inertia (a faster but worse clustering is no win).
+(gwkcuda.kmeans.weighted_kmeans, 25 iterations, 3 seeds) and, where installed (the [peers] extra),
+flash1dkmeans (sorted prefix sums, k-means++ then Lloyd, 25 iterations, 3 seeds; one problem per
+call, so a per-row batch is a Python loop over rows), same points and weights, one run: time and
+weighted inertia (a faster but worse clustering is no win).
 
     python bench/bench_kmeans1d.py [--out bench/results/kmeans1d/kmeans1d.json]
 
@@ -30,8 +32,15 @@ def main():
 
     rows = []
     print(f"Machine: {machine()}\n")
-    print("| problem | exact: ms | exact: inertia | Lloyd 25 it: ms (median of 3 seeds) | Lloyd: inertia min-max over seeds | Lloyd / exact |")
-    print("|---|---:|---:|---:|---:|---:|")
+    try:
+        import flash1dkmeans
+        import numpy as np
+        flash1dkmeans.kmeans_1d(np.arange(64.0), 4, max_iter=2, sample_weights=np.ones(64))  # JIT warm-up
+    except ImportError:
+        flash1dkmeans = None
+        print("flash1dkmeans not installed (pip install -e '.[peers]'): its columns are left out\n")
+    print("| problem | exact: ms | exact: inertia | Lloyd 25 it: ms (median of 3 seeds) | Lloyd: inertia min-max over seeds | Lloyd / exact | flash1dkmeans 25 it: ms | flash1dkmeans / exact inertia |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, B, N, k in CASES:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(B, N, 1, generator=gen)
@@ -47,10 +56,24 @@ def main():
         e = float(exact.inertia.sum())
         ls = sorted(s for s, _ in lloyd)[1]
         li = [i for _, i in lloyd]
-        rows.append({"problem": name, "exact_seconds": exact_s, "exact_inertia": e, "lloyd_seconds_median": ls,
-                     "lloyd_inertia": li})
+        row = {"problem": name, "exact_seconds": exact_s, "exact_inertia": e, "lloyd_seconds_median": ls,
+               "lloyd_inertia": li}
+        flash = "| - | - |"
+        if flash1dkmeans is not None:
+            xs, ws, runs = x[..., 0].double().numpy(), w.double().numpy(), []
+            for seed in range(3):
+                t = time.perf_counter()
+                inertia = 0.0
+                for b in range(B):
+                    c, labels = flash1dkmeans.kmeans_1d(xs[b], k, max_iter=25, sample_weights=ws[b], random_state=seed)
+                    inertia += float((ws[b] * (xs[b] - c[labels]) ** 2).sum())
+                runs.append((time.perf_counter() - t, inertia))
+            fs, fi = sorted(s for s, _ in runs)[1], [i for _, i in runs]
+            row.update({"flash1dkmeans_seconds_median": fs, "flash1dkmeans_inertia": fi})
+            flash = f"| {1e3 * fs:.1f} | {min(fi) / e:.3f}-{max(fi) / e:.3f} |"
+        rows.append(row)
         print(f"| {name} | {1e3 * exact_s:.1f} | {e:.4g} | {1e3 * ls:.1f} | {min(li):.4g}-{max(li):.4g} | "
-              f"{min(li) / e:.3f}-{max(li) / e:.3f} |", flush=True)
+              f"{min(li) / e:.3f}-{max(li) / e:.3f} {flash}", flush=True)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_json(args.out, {"machine": machine(), "rows": rows})

@@ -222,6 +222,7 @@ def main():
         with quiet():
             import coremltools
         result["coremltools_version"] = coremltools.__version__
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_json(args.out, result)
     print(f"wrote {args.out}")
 
