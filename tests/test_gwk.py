@@ -4,21 +4,12 @@ import copy
 import pytest
 import torch
 
-from gwkcuda import data, gwk, model_file, train
+from gwkcuda import gwk, model_file, train
 from gwkcuda.kmeans import weighted_kmeans
 from gwkcuda.models import build_model
 from gwkcuda.nn import PQConv2d, PQLinear
 
 ARCH = {"name": "digits_cnn", "num_classes": 10, "in_channels": 1}
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    x, y = data.load_dataset("digits", "train")
-    torch.manual_seed(0)
-    model = build_model("digits_cnn")
-    train.train(model, x[:512], y[:512], epochs=3, lr=3e-3)
-    return model, x, y
 
 
 def backward_on(model, x, y, batches=4):

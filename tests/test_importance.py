@@ -8,20 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gwkcuda import data, gwk, train
+from gwkcuda import gwk, train
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant
 from gwkcuda.importance import accumulate_importance, fisher_importance, sample_rows
-from gwkcuda.models import build_model
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    x, y = data.load_dataset("digits", "train")
-    torch.manual_seed(0)
-    model = build_model("digits_cnn")
-    train.train(model, x[:512], y[:512], epochs=2, lr=3e-3)
-    model.zero_grad(set_to_none=True)
-    return model.eval(), x, y
 
 
 def softmax_regression_fisher(w, b, x, y):
@@ -49,7 +38,7 @@ def test_fisher_of_a_cnn_equals_one_backward_per_sample(digits_model):
     x, y = x[:40], y[:40]
     names = ["3", "8"]
     expected = {n: torch.zeros_like(model.get_submodule(n).weight) for n in names}
-    m = copy.deepcopy(model)
+    m = copy.deepcopy(model).eval()  # the Fisher sums are taken in eval mode
     for i in range(len(x)):
         m.zero_grad()
         F.cross_entropy(m(x[i:i + 1]), y[i:i + 1]).backward()
