@@ -21,17 +21,14 @@ from gwkcuda.microbench import machine  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
-import torch
 from gwkcuda import data, train
 from gwkcuda.importance import accumulate_importance, fisher_importance
-from gwkcuda.models import load_checkpoint, resnet_cifar
+from exp_posttrain import load_resnet
 name, method, samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
-ckpt = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}[name]
-model = load_checkpoint(resnet_cifar(int(name[6:])), data.data_root() / "pretrained" / ckpt).eval()
+model, layers = load_resnet(name)
 images, labels = data.cifar10("test")
 x, y = data.cifar10_normalize(images[:samples]).clone(), labels[:samples].clone()
 del images, labels
-layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.weight.numel() >= 1024]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 if method == "batches":
@@ -53,7 +50,8 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    here = os.path.dirname(os.path.abspath(__file__))  # the child imports exp_posttrain from here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, here, os.environ.get("PYTHONPATH", "")])}
     rows, table = [], []
     for model in ("resnet20", "resnet32"):
         for method in ("vmap", "loop", "batches"):

@@ -27,7 +27,7 @@ and of clustering apart. coremltools is a benchmark extra (pip install -e ".[pee
 """
 import argparse
 import contextlib
-import json
+import copy
 import logging
 import os
 import sys
@@ -54,12 +54,19 @@ VECTOR = (8, 256)  # d, k: 1 bit per weight
 CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
 
 
-def resnet_task(name):
+def load_resnet(name):
+    """The pretrained CIFAR ResNet ``name`` (eval mode) and its clustered layers: the inner
+    convolutions (>= 1024 weights; the first convolution and the classifier stay in float)."""
     model = resnet_cifar(int(name[len("resnet"):]))
     model = load_checkpoint(model, data.data_root() / "pretrained" / CHECKPOINTS[name]).eval()
+    layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.weight.numel() >= 1024]
+    return model, layers
+
+
+def resnet_task(name):
+    model, layers = load_resnet(name)
     images, labels = data.cifar10("test")
     x = data.cifar10_normalize(images)
-    layers = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.weight.numel() >= 1024]
     return {"model": model, "layers": layers, "calib": (x[:2000].clone(), labels[:2000].clone()),
             "report": (x[5000:], labels[5000:]),
             "where": {"calibration": "CIFAR-10 JPEG test images 0-1999", "report": "test images 5000-9999"}}
@@ -86,7 +93,6 @@ def quiet():
 
 def with_weights(model, new):
     """A copy of model with the named layers' weights replaced."""
-    import copy
     m = copy.deepcopy(model)
     for n, w in new.items():
         m.get_submodule(n).weight.data.copy_(w.reshape(m.get_submodule(n).weight.shape))

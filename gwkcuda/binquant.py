@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import model_file
-from .importance import check_samples, fisher_importance
+from .importance import check_samples, fisher_of_samples
 from .progress import progress
 
 
@@ -346,10 +346,8 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         raise ValueError(f"bin_and_quant: no Conv/Linear/Embedding layer with >= {config.min_weights} weights")
     importance = {}
     if config.sensitivity == "gradient" and config.importance == "fisher":
-        if samples is None:
-            raise ValueError("bin_and_quant: importance 'fisher' needs samples (inputs, targets)")
-        n = config.fisher_samples
-        fisher = fisher_importance(model, [nm for u in units for nm in u.names], samples[0][:n], samples[1][:n])
+        fisher = fisher_of_samples(model, [nm for u in units for nm in u.names], samples, config.fisher_samples,
+                                   "bin_and_quant")
         for unit in units:
             importance[unit.names[0]] = torch.cat([fisher[nm].reshape(-1) for nm in unit.names])
     elif config.sensitivity == "gradient":

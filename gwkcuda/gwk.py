@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .importance import MODES as IMPORTANCE_MODES
-from .importance import accumulate_importance, check_samples, fisher_importance
+from .importance import accumulate_importance, check_samples, fisher_of_samples
 from .nn import install_pq
 from .pq import PQConfig, PQWeight, gwk_quantize  # noqa: F401  (gwk_quantize: part of this module's API)
 
@@ -103,10 +103,7 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
         raise ValueError(f"gwk_compress: no layer to quantise ({skipped})")
     importance = None
     if config.importance == "fisher":
-        if samples is None:
-            raise ValueError("gwk_compress: importance 'fisher' needs samples (inputs, targets)")
-        n = config.fisher_samples
-        importance = fisher_importance(model, plan, samples[0][:n], samples[1][:n])
+        importance = fisher_of_samples(model, plan, samples, config.fisher_samples, "gwk_compress")
     elif config.importance != "uniform":
         if run_backward is None:
             raise ValueError("gwk_compress: importance from gradients needs run_backward")

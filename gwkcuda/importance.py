@@ -119,7 +119,8 @@ def _fisher_loop(model, weights, inputs, targets, loss, device):
     for i in range(len(inputs)):
         value = loss(model(inputs[i:i + 1].to(device)), targets[i:i + 1].to(device))
         for n, g in zip(names, torch.autograd.grad(value, tensors)):
-            acc[n].addcmul_(g.float(), g.float())
+            g = g.float()
+            acc[n].addcmul_(g, g)
     return acc
 
 
@@ -144,6 +145,15 @@ def _fisher_vmap(model, weights, inputs, targets, loss, device):
             acc[n] += g[f"{n}.weight"].float().square().sum(0)
         del g
     return acc
+
+
+def fisher_of_samples(model: nn.Module, names: Iterable[str], samples, count: int, who: str) -> Dict[str, torch.Tensor]:
+    """fisher_importance over the first ``count`` of ``samples`` = (inputs [S, ...], targets [S])
+    (cross-entropy per sample): what a config's importance "fisher" with fisher_samples = count
+    means; ``who`` names the caller when samples are missing."""
+    if samples is None:
+        raise ValueError(f"{who}: importance 'fisher' needs samples (inputs, targets)")
+    return fisher_importance(model, names, samples[0][:count], samples[1][:count])
 
 
 def sample_rows(count: int, samples: int, seed: int = 0) -> torch.Tensor:
