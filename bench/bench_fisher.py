@@ -23,7 +23,7 @@ CHILD = r"""
 import json, resource, sys, time
 from gwkcuda import data, train
 from gwkcuda.importance import accumulate_importance, fisher_importance
-from exp_posttrain import load_resnet
+from posttrain_tasks import load_resnet
 name, method, samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model, layers = load_resnet(name)
 images, labels = data.cifar10("test")
@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-    here = os.path.dirname(os.path.abspath(__file__))  # the child imports exp_posttrain from here
+    here = os.path.dirname(os.path.abspath(__file__))  # the child imports posttrain_tasks from here
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, here, os.environ.get("PYTHONPATH", "")])}
     rows, table = [], []
     for model in ("resnet20", "resnet32"):

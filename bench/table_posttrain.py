@@ -14,7 +14,8 @@ METHODS = [("coreml-ptp", "coremltools k-means"), ("coreml-skm", "coremltools SK
 
 
 def width(r):
-    return f"{r['bits_per_weight']} (d={r['d']}, k={r['k']})"
+    per_row = ", per row" if r.get("granularity") == "per-row" else ""
+    return f"{r['bits_per_weight']} (d={r['d']}, k={r['k']}{per_row})"
 
 
 def cell(values, scale=100.0, fmt="{:.2f}"):
@@ -31,7 +32,8 @@ def table(run):
     present = [(m, label) for m, label in METHODS if any(r["method"] == m for r in rows)]
     print(f"**{run['model']}**, float {100 * run['float_accuracy']:.2f}% on {run['where']['report']}; "
           f"calibration: {run['fisher_samples']} of {run['where']['calibration']} per seed, {run['seeds']} seeds; "
-          f"{len(run['layers'])} layers clustered, one codebook each; {run['machine']}"
+          f"{len(run['layers'])} layers clustered, one codebook each (or one per row, where the width says so); "
+          f"{run['machine']}"
           + (f"; coremltools {run['coremltools_version']}" if "coremltools_version" in run else "") + ".\n")
     print("| bits/weight | " + " | ".join(label for _, label in present) + " |")
     print("|---|" + "---|" * len(present))
@@ -60,7 +62,8 @@ def table(run):
             clu = statistics.median(r["clustering_seconds"] for r in sel)
             cells.append(f"{err:.4g}; {imp:.1f} + {clu:.1f} s")
         print(f"| {w} | " + " | ".join(cells) + " |")
-    print(f"\nFisher sums: {1000 * run['seconds_per_fisher_sample']:.2f} ms per calibration sample (vmap).\n")
+    print(f"\nFisher sums: {1000 * run['seconds_per_fisher_sample']:.2f} ms per calibration sample "
+          f"({run.get('fisher_method', 'vmap')}).\n")
 
 
 def main(paths):

@@ -13,7 +13,8 @@ loss):
 - ``uniform``: ones (plain k-means), nothing is run.
 
 :func:`accumulate_importance` takes any backward passes (any loss) for ``abs`` and ``square``;
-:func:`fisher_importance` takes samples (inputs, targets) and a per-sample loss.
+:func:`fisher_importance` takes samples (inputs, targets) and a per-sample loss;
+:func:`fisher_from_losses` takes the per-sample losses themselves (inputs that are not one tensor).
 """
 import warnings
 from typing import Callable, Dict, Iterable, Optional
@@ -114,14 +115,42 @@ def fisher_importance(model: nn.Module, names: Iterable[str], inputs: torch.Tens
 
 
 def _fisher_loop(model, weights, inputs, targets, loss, device):
+    losses = (loss(model(inputs[i:i + 1].to(device)), targets[i:i + 1].to(device)) for i in range(len(inputs)))
+    return _sum_squared_grads(weights, losses)
+
+
+def _sum_squared_grads(weights, losses):
     names, tensors = list(weights), list(weights.values())
     acc = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in weights.items()}
-    for i in range(len(inputs)):
-        value = loss(model(inputs[i:i + 1].to(device)), targets[i:i + 1].to(device))
+    count = 0
+    for value in losses:
+        # autograd.grad returns the gradients without storing them in .grad: nothing accumulates.
         for n, g in zip(names, torch.autograd.grad(value, tensors)):
             g = g.float()
             acc[n].addcmul_(g, g)
+        count += 1
+    if count == 0:
+        raise ValueError("fisher_from_losses: expected at least one per-sample loss, got none")
     return acc
+
+
+def fisher_from_losses(model: nn.Module, names: Iterable[str], losses: Iterable[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Empirical Fisher diagonal of the named layers' weights from per-sample losses of any kind of
+    input (text, dicts of tensors, variable-length sequences: what cannot be stacked into one
+    tensor for :func:`fisher_importance`): the sum over the losses of (d loss / dW)^2, one backward
+    each.
+
+    losses: an iterable of scalar losses, each one sample's loss computed by ``model`` (a generator
+        computes each only when it is needed, so one sample's graph lives at a time). The model is
+        put in eval mode while they are drawn (its mode is restored after).
+    Returns name -> float32 tensor of the layer's weight shape, on the weight's device."""
+    weights = {n: model.get_submodule(n).weight for n in names}
+    was_training = model.training
+    model.eval()
+    try:
+        return _sum_squared_grads(weights, losses)
+    finally:
+        model.train(was_training)
 
 
 def _fisher_vmap(model, weights, inputs, targets, loss, device):

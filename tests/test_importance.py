@@ -10,7 +10,7 @@ from torch import nn
 
 from gwkcuda import gwk, train
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant
-from gwkcuda.importance import accumulate_importance, fisher_importance, sample_rows
+from gwkcuda.importance import accumulate_importance, fisher_from_losses, fisher_importance, sample_rows
 
 
 def softmax_regression_fisher(w, b, x, y):
@@ -49,6 +49,33 @@ def test_fisher_of_a_cnn_equals_one_backward_per_sample(digits_model):
         for n in names:
             torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-9)
     assert all(p.grad is None for p in model.parameters())  # the model is left as it was
+
+
+class BagOfWords(nn.Module):
+    """Variable-length token lists (text-like inputs that do not stack into one tensor): the mean
+    of their embeddings, then a linear layer."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, tokens):
+        return self.fc(self.emb(tokens).mean(0, keepdim=True))
+
+
+def test_fisher_from_losses_of_variable_length_inputs_equals_closed_form():
+    gen = torch.Generator().manual_seed(2)
+    model = BagOfWords().train()
+    texts = [torch.randint(0, 20, (int(n),), generator=gen) for n in torch.randint(1, 9, (25,), generator=gen)]
+    labels = torch.randint(0, 4, (25,), generator=gen)
+    got = fisher_from_losses(model, ["fc"], (F.cross_entropy(model(t), labels[i:i + 1]) for i, t in enumerate(texts)))
+    with torch.no_grad():  # the fc layer is a softmax regression on the mean embeddings
+        feats = torch.stack([model.emb(t).mean(0) for t in texts])
+    expected = softmax_regression_fisher(model.fc.weight.detach(), model.fc.bias.detach(), feats, labels)
+    torch.testing.assert_close(got["fc"], expected, rtol=1e-5, atol=1e-7)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="at least one per-sample loss, got none"):
+        fisher_from_losses(model, ["fc"], iter(()))
 
 
 class NeedsLoop(nn.Module):
