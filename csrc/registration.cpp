@@ -47,8 +47,10 @@ TORCH_LIBRARY(gwkcuda, m) {
   // Exact weighted 1-D k-means of B problems (x [B, N], weight [B, N] or None, k clusters):
   // the clustering of least weighted squared error, by dynamic programming over the sorted points
   // (math: core/kmeans1d.h) -> (centroids [B, k] ascending, labels int64 [B, N], inertia [B]).
+  // lengths int64 [B] (optional): problem b is its first lengths[b] points, labels -1 after.
   // CPU only.
-  m.def("kmeans1d_optimal(Tensor x, Tensor? weight, int k) -> (Tensor centroids, Tensor labels, Tensor inertia)");
+  m.def("kmeans1d_optimal(Tensor x, Tensor? weight, int k, Tensor? lengths=None) -> (Tensor centroids, "
+        "Tensor labels, Tensor inertia)");
 
   // Bin & Quant indices stored as canonical Huffman code words (gwkcuda/huffman.py): the first
   // `numel` symbols of `stream` (uint8) under the code given by its lengths per symbol (int64

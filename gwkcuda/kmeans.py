@@ -181,15 +181,9 @@ def optimal_kmeans_1d(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *,
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     w = None if weight is None else weight.cpu()
     w = _effective_weight(w, batched, B, N, valid, acc, torch.device("cpu"))
-    if valid is None:
-        centroids, labels, inertia = ops.kmeans1d_optimal(xb, w, k)
-    else:  # each problem on its own points: padding never takes a cluster
-        parts = [ops.kmeans1d_optimal(xb[b:b + 1, :n], w[b:b + 1, :n], k) for b, n in enumerate(valid.sum(1).tolist())]
-        centroids = torch.cat([c for c, _, _ in parts])
-        inertia = torch.cat([i for _, _, i in parts])
-        labels = torch.full((B, N), -1, dtype=torch.int64)
-        for b, (_, lab, _) in enumerate(parts):
-            labels[b, :lab.shape[1]] = lab[0]
+    # Each problem on its own points (padding never takes a cluster), the problems in parallel.
+    counts = None if valid is None else valid.sum(1)
+    centroids, labels, inertia = ops.kmeans1d_optimal(xb, w, k, counts)
     centroids, labels, inertia = (t.to(x.device) for t in (centroids.unsqueeze(-1), labels, inertia))
     if not batched:
         return KMeansResult(centroids[0], labels[0], inertia[0], 0)

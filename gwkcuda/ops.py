@@ -167,25 +167,28 @@ def _fake_check(cond, msg):
     torch._check(cond, msg)
 
 
-def kmeans1d_optimal(x: torch.Tensor, weight, k: int):
+def kmeans1d_optimal(x: torch.Tensor, weight, k: int, lengths=None):
     """Exact weighted 1-D k-means of B problems: the clustering of least weighted squared error
-    (dynamic programming over the sorted points, O(k N log N) after the sort), CPU only.
+    (dynamic programming over the sorted points, O(k N log N) after the sort), CPU only, the
+    problems in parallel.
 
     Args:
         x: [B, N] float32/float64 (float16/bfloat16 computed in float32), finite.
         weight: [B, N] finite, non-negative, or None (1 each).
         k: 1 <= k <= N; k * (N + 1) <= 2**28 (the traced splits).
+        lengths: None, or int64 [B]: problem b is its first lengths[b] points (k <= lengths[b] <= N),
+            the rest padding.
     Returns:
-        (centroids [B, k] in ascending order (to rounding), labels int64 [B, N], inertia [B]): each point's
-        cluster and the weighted sum of squared distances; a cluster of zero total weight sits at
-        the midpoint of its points.
+        (centroids [B, k] in ascending order (to rounding), labels int64 [B, N] (-1 on padding),
+        inertia [B]): each point's cluster and the weighted sum of squared distances; a cluster of
+        zero total weight sits at the midpoint of its points.
     """
     _check_int("kmeans1d_optimal", "k", k)
-    return torch.ops.gwkcuda.kmeans1d_optimal.default(x, weight, k)
+    return torch.ops.gwkcuda.kmeans1d_optimal.default(x, weight, k, lengths)
 
 
 @torch.library.register_fake("gwkcuda::kmeans1d_optimal")
-def _kmeans1d_optimal_fake(x, weight, k):
+def _kmeans1d_optimal_fake(x, weight, k, lengths=None):
     _check_devices("kmeans1d_optimal", x, weight=weight)
     torch._check(x.dim() == 2, lambda: f"kmeans1d_optimal: expected x of shape [B, N], got {tuple(x.shape)}")
     acc = accumulate_dtype(x.dtype)

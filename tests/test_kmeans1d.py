@@ -2,6 +2,7 @@
 never worse than Lloyd from k-means++, and the seed spread it removes."""
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,50 @@ def test_equals_the_brute_force_optimum():
         assigned = float((w * (x - r.centroids[r.labels, 0]) ** 2).sum())  # labels and centroids agree
         assert assigned == pytest.approx(best, abs=1e-9)
         assert torch.all(r.centroids[1:] >= r.centroids[:-1] - 1e-12)  # ascending (equal runs: to rounding)
+
+
+def _full_programme(x, w, k):
+    """The O(k n^2) dynamic programme with every split tried (numpy, float64): the reference for
+    inputs too large for brute force."""
+    order = np.argsort(x, kind="stable")
+    xs, ws = x[order], w[order]
+    W, S, Q = (np.concatenate([[0.0], np.cumsum(v)]) for v in (ws, ws * xs, ws * xs * xs))
+    n = len(x)
+    i = np.arange(n + 1)
+
+    def cost(j):  # cost of runs [i, j) for every i < j
+        wt, st = W[j] - W[:j], S[j] - S[:j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = (Q[j] - Q[:j]) - np.where(wt > 0, st * st / wt, 0.0)
+        return np.maximum(c, 0.0)
+
+    D = np.array([cost(j)[0] if j else 0.0 for j in i])
+    for m in range(1, k):
+        D = np.array([np.min(D[:j][m:] + cost(j)[m:]) if j > m else np.inf for j in i])
+    return D[n]
+
+
+def test_equals_the_full_programme_on_larger_inputs():
+    rng = np.random.default_rng(3)
+    for n, k in ((300, 2), (300, 7), (257, 16), (120, 40)):
+        x = np.round(rng.standard_normal(n) * rng.uniform(0.1, 3), 2)  # many ties
+        w = rng.random(n) ** 4 * (rng.random(n) > 0.3)  # skewed, zeros too
+        w[0] += 0.5
+        r = kmeans.optimal_kmeans_1d(torch.from_numpy(x), torch.from_numpy(w), k=k)
+        assert float(r.inertia) == pytest.approx(_full_programme(x, w, k), rel=1e-9, abs=1e-12)
+
+
+def test_padded_problems_in_one_call_equal_each_alone():
+    gen = torch.Generator().manual_seed(4)
+    x, w = torch.randn(3, 400, generator=gen), torch.rand(3, 400, generator=gen)
+    lengths = torch.tensor([400, 123, 9])
+    c, labels, inertia = ops.kmeans1d_optimal(x, w, 5, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone = ops.kmeans1d_optimal(x[b:b + 1, :n], w[b:b + 1, :n], 5)
+        assert torch.equal(labels[b, :n], alone[1][0]) and bool((labels[b, n:] == -1).all())
+        assert torch.equal(c[b], alone[0][0]) and torch.equal(inertia[b], alone[2][0])
+    with pytest.raises(RuntimeError, match="expected every length in k..N = 5..400, got 4 for problem 1"):
+        ops.kmeans1d_optimal(x, w, 5, torch.tensor([400, 4, 9]))
 
 
 def test_never_worse_than_lloyd_and_seed_free():

@@ -3,7 +3,8 @@
 // j sorted points in m runs, is D[m-1][i] + cost(i, j) minimised over i; splits are monotone, so
 // each row is filled by divide and conquer in O(n log n) cost evaluations: O(k n log n) after the
 // sort, and the argmins kept to trace the runs back (k * (n + 1) int32 per problem). Ties go to the
-// earliest split. Problems run in parallel, one task each.
+// earliest split. Problems (padded ones on their first lengths[b] points,
+// labels -1 after) run in parallel, one task each.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -88,7 +89,8 @@ void solve(const scalar_t* x, const scalar_t* w, long n, long k, scalar_t* centr
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans1d_optimal_cpu(const at::Tensor& x_in,
                                                                    const std::optional<at::Tensor>& weight,
-                                                                   int64_t k) {
+                                                                   int64_t k,
+                                                                   const std::optional<at::Tensor>& lengths_in) {
   TORCH_CHECK(x_in.dim() == 2, "kmeans1d_optimal: expected x of shape [B, N], got ", x_in.sizes());
   TORCH_CHECK(at::isFloatingType(x_in.scalar_type()), "kmeans1d_optimal: expected floating-point x, got ",
               x_in.scalar_type());
@@ -108,8 +110,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans1d_optimal_cpu(const at::Te
                 "kmeans1d_optimal: expected every weight finite and >= 0");
   }
   TORCH_CHECK(at::isfinite(x).all().item<bool>(), "kmeans1d_optimal: expected finite points");
+  std::vector<int64_t> lengths(B, N);  // problem b: its first lengths[b] points (the rest padding)
+  if (lengths_in.has_value()) {
+    TORCH_CHECK(lengths_in->dim() == 1 && lengths_in->size(0) == B, "kmeans1d_optimal: expected lengths of shape [",
+                B, "], got ", lengths_in->sizes());
+    const auto l = lengths_in->to(at::kCPU, at::kLong).contiguous();
+    std::copy(l.const_data_ptr<int64_t>(), l.const_data_ptr<int64_t>() + B, lengths.begin());
+    for (int64_t b = 0; b < B; ++b)
+      TORCH_CHECK(lengths[b] >= k && lengths[b] <= N, "kmeans1d_optimal: expected every length in k..N = ", k,
+                  "..", N, ", got ", lengths[b], " for problem ", b);
+  }
   auto centroids = at::empty({B, k}, x.options());
-  auto labels = at::empty({B, N}, x.options().dtype(at::kLong));
+  auto labels = at::full({B, N}, -1, x.options().dtype(at::kLong));
   auto inertia = at::empty({B}, x.options());
   AT_DISPATCH_FLOATING_TYPES(acc, "kmeans1d_optimal_cpu", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
@@ -119,7 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans1d_optimal_cpu(const at::Te
     scalar_t* ip = inertia.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t first, int64_t last) {
       for (int64_t b = first; b < last; ++b)
-        solve(xp + b * N, wp != nullptr ? wp + b * N : nullptr, N, k, cp + b * k, lp + b * N, ip + b);
+        solve(xp + b * N, wp != nullptr ? wp + b * N : nullptr, lengths[b], k, cp + b * k, lp + b * N, ip + b);
     });
   });
   return {centroids, labels, inertia};
