@@ -18,6 +18,8 @@ class _PQBase(nn.Module):
         self.register_buffer("codes", pq.codes.clone())
         self.codebook = nn.Parameter(pq.codebook.clone())
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        # The codes came through PQWeight's check; codes loaded later are checked once on load.
+        self.register_load_state_dict_post_hook(_check_loaded_codes)
 
     def pq_weight(self) -> PQWeight:
         return PQWeight(self.codes, self.codebook.detach(), self.weight_shape, self.config)
@@ -25,6 +27,10 @@ class _PQBase(nn.Module):
     def decoded_weight(self) -> torch.Tensor:
         """The dense weight, differentiable in the codebook."""
         return ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
+
+
+def _check_loaded_codes(module, incompatible_keys):
+    ops.check_pq_codes(module.codes, module.config.k, f"{type(module).__name__}.load_state_dict")
 
 
 class PQLinear(_PQBase):

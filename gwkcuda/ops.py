@@ -204,13 +204,30 @@ def pq_linear(x: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, bias
 
     Args:
         x: [M, K] float32/float64/float16/bfloat16 (leading dims: see gwkcuda.nn.PQLinear).
-        codes: [N, K/d] uint8 (k <= 256) or int32, each in [0, k).
+        codes: [N, K/d] uint8 (k <= 256) or int32, each in [0, k): refused otherwise on the CPU; on
+            CUDA not checked per call (see check_pq_codes), an out-of-range code reads codeword 0.
         codebook: [G, k, d], x's dtype and device; rows n of W use group n // (N / G).
         bias: [N] or None.
     Returns:
         y [M, N] in x's dtype. Differentiable in x, codebook and bias (not in codes).
     """
     return torch.ops.gwkcuda.pq_linear.default(x, codes, codebook, bias)
+
+
+def check_pq_codes(codes: torch.Tensor, k: int, who: str = "check_pq_codes") -> None:
+    """Raises ValueError unless every code is in [0, k): the check the CUDA pq ops leave out (it
+    would sync with the device on every call; there an out-of-range code reads codeword 0), done
+    once where a PQ weight is built or loaded. Free where it cannot fire (uint8 codes, k >= 256);
+    otherwise one reduction over the codes (and one device sync on CUDA)."""
+    if codes.dtype == torch.uint8 and k >= 256:
+        return
+    bad = (codes < 0) | (codes >= k)
+    if bool(bad.any()):
+        n, s = (int(i) for i in bad.nonzero()[0]) if codes.dim() == 2 else (None, None)
+        where = f" at codes[{n}, {s}]" if n is not None else ""
+        value = int(codes[n, s]) if n is not None else int(codes[bad].reshape(-1)[0])
+        raise ValueError(f"{who}: expected every code in [0, {k}) (the codebook has k = {k} entries), "
+                         f"got {value}{where}")
 
 
 def pq_decode(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

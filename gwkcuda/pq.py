@@ -54,6 +54,9 @@ class PQWeight:
     shape: Tuple[int, ...]
     config: PQConfig
 
+    def __post_init__(self):
+        ops.check_pq_codes(self.codes, self.config.k, "PQWeight")  # once here, never per call on CUDA
+
     @property
     def numel(self) -> int:
         return math.prod(self.shape)

@@ -126,13 +126,51 @@ def test_pq_layer_under_cuda_graphs():
 # --- bad input -------------------------------------------------------------------------------------
 
 def test_code_out_of_range_is_refused(device):
-    for M in (1, 17):
-        codes, codebook, bias = make(30, 56, 8, 5, 1, device=device)
-        codes[4, 2] = 7
-        with pytest.raises(RuntimeError, match=r"expected every code in \[0, 5\) .* got 7 at codes\[4, 2\]"):
-            ops.pq_linear(torch.randn(M, 56, device=device), codes, codebook, bias)
-    with pytest.raises(RuntimeError, match=r"got 7 at codes\[4, 2\]"):
-        ops.pq_decode(codes, codebook)
+    codes, codebook, bias = make(30, 56, 8, 5, 1, device=device)
+    codes[4, 2] = 7
+    # Checked once where a PQ weight is built or loaded, on every device.
+    with pytest.raises(ValueError, match=r"PQWeight: expected every code in \[0, 5\) .* got 7 at codes\[4, 2\]"):
+        PQWeight(codes, codebook, (30, 56), PQConfig(8, 5))
+    if device == "cpu":  # the CPU ops also check as they go, at no extra cost
+        for M in (1, 17):
+            with pytest.raises(RuntimeError, match=r"expected every code in \[0, 5\) .* got 7 at codes\[4, 2\]"):
+                ops.pq_linear(torch.randn(M, 56, device=device), codes, codebook, bias)
+        with pytest.raises(RuntimeError, match=r"got 7 at codes\[4, 2\]"):
+            ops.pq_decode(codes, codebook)
+    else:  # CUDA: no check per call (it would sync the host); the code reads codeword 0, memory-safe
+        fixed = codes.clone()
+        fixed[4, 2] = 0
+        for M in (1, 17):
+            x = torch.randn(M, 56, device=device)
+            torch.testing.assert_close(ops.pq_linear(x, codes, codebook, bias), ops.pq_linear(x, fixed, codebook, bias))
+        assert torch.equal(ops.pq_decode(codes, codebook), ops.pq_decode(fixed, codebook))
+
+
+def test_codes_loaded_into_a_pq_layer_are_checked():
+    layer = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=5))
+    state = layer.state_dict()
+    state["codes"] = state["codes"].clone()
+    state["codes"][3, 1] = 9
+    with pytest.raises(ValueError, match=r"PQLinear.load_state_dict: expected every code in \[0, 5\) .* got 9 at codes\[3, 1\]"):
+        layer.load_state_dict(state)
+    parent = nn.Sequential(PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=5)))
+    with pytest.raises(ValueError, match="got 9 at codes"):  # through a parent's load_state_dict too
+        parent.load_state_dict({"0." + n: t for n, t in state.items()})
+    assert ops.check_pq_codes(torch.full((2, 3), 255, dtype=torch.uint8), 256) is None  # cannot fire: free
+
+
+@needs_cuda
+def test_cuda_pq_ops_never_sync_with_the_host():
+    layer = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=5)).cuda()
+    xs = [torch.randn(M, 64, device="cuda") for M in (1, 17)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x in xs:
+            layer(x)
+        ops.pq_decode(layer.codes, layer.codebook)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_shape_dtype_and_device_mismatches_are_refused(device):

@@ -5,12 +5,16 @@
 // products with the M input sub-vectors accumulate in registers, and a warp reduction finishes
 // the row. For more rows: decode W with pq_decode's kernel and multiply with cuBLAS.
 //
+// Codes are not range-checked per call here: reading a flag back would sync the host with the
+// device on every call (one stall per layer per decoded token) and is illegal while a CUDA graph
+// is captured. An out-of-range code reads codeword 0 (memory-safe); PQWeight and the PQ layers
+// check their codes once, where they are built or loaded (gwkcuda.ops.check_pq_codes).
+//
 // Only ATen/c10 headers here, never torch/extension.h: it doubles the compile time of a .cu file.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/matmul.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -37,16 +41,13 @@ int blocks_for(int64_t items, int per_block) {
 template <typename scalar_t, typename code_t>
 __global__ void decode_kernel(const code_t* __restrict__ codes, const scalar_t* __restrict__ codebook,
                               int64_t N, int64_t S, int64_t k, int d, int64_t rows_per_group,
-                              scalar_t* __restrict__ w, int* __restrict__ bad) {
+                              scalar_t* __restrict__ w) {
   const int64_t total = N * S;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
        p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = p / S;
     int64_t c = static_cast<int64_t>(codes[p]);
-    if (!pq::code_valid(c, k)) {
-      atomicExch(bad, 1);
-      c = 0;
-    }
+    if (!pq::code_valid(c, k)) c = 0;
     pq::decode_subvector(codebook + pq::group_of_row(n, rows_per_group) * k * d, c, d, w + p * d);
   }
 }
@@ -55,7 +56,7 @@ template <typename scalar_t, typename acc_t, typename code_t>
 __global__ void lookup_kernel(const scalar_t* __restrict__ x, const code_t* __restrict__ codes,
                               const scalar_t* __restrict__ codebook, const scalar_t* __restrict__ bias,
                               int64_t M, int64_t N, int64_t S, int64_t k, int d,
-                              int64_t rows_per_group, scalar_t* __restrict__ y, int* __restrict__ bad) {
+                              int64_t rows_per_group, scalar_t* __restrict__ y) {
   const int lane = threadIdx.x % 32;
   const int64_t K = S * d;
   for (int64_t n = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + threadIdx.x / 32; n < N;
@@ -65,10 +66,7 @@ __global__ void lookup_kernel(const scalar_t* __restrict__ x, const code_t* __re
     for (int m = 0; m < kMaxWarpRows; ++m) acc[m] = 0;
     for (int64_t s = lane; s < S; s += 32) {
       int64_t c = static_cast<int64_t>(codes[n * S + s]);
-      if (!pq::code_valid(c, k)) {
-        atomicExch(bad, 1);
-        c = 0;
-      }
+      if (!pq::code_valid(c, k)) c = 0;
       const scalar_t* word = group + c * d;
       for (int m = 0; m < kMaxWarpRows; ++m) {
         if (m < M) acc[m] += pq::dot<acc_t>(x + m * K + s * d, word, d);
@@ -89,10 +87,6 @@ __global__ void lookup_kernel(const scalar_t* __restrict__ x, const code_t* __re
 template <typename scalar_t>
 using acc_type_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-void raise_on_bad_code(const char* op, const at::Tensor& bad, const at::Tensor& codes, int64_t k) {
-  TORCH_CHECK(bad.item<int>() == 0, describe_bad_code_pq(op, codes, k));  // the read syncs
-}
-
 at::Tensor pq_decode_cuda(const at::Tensor& codes_in, const at::Tensor& codebook_in) {
   const PQShape s = check_pq_weight("pq_decode", codes_in, codebook_in);
   const c10::cuda::CUDAGuard guard(codebook_in.device());  // after the checks: a CPU input gets our message
@@ -100,18 +94,16 @@ at::Tensor pq_decode_cuda(const at::Tensor& codes_in, const at::Tensor& codebook
   const auto codebook = codebook_in.contiguous();
   auto w = at::empty({s.N, s.K}, codebook.options());
   if (s.N * s.S == 0) return w;
-  auto bad = at::zeros({1}, codebook.options().dtype(at::kInt));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "pq_decode_cuda", [&] {
     with_typed_codes(codes, [&](const auto* c) {
       using code_t = std::remove_cv_t<std::remove_pointer_t<decltype(c)>>;
       decode_kernel<scalar_t, code_t><<<blocks_for(s.N * s.S, kThreads), kThreads, 0, stream>>>(
           c, codebook.const_data_ptr<scalar_t>(), s.N, s.S, s.k, static_cast<int>(s.d),
-          s.rows_per_group, w.mutable_data_ptr<scalar_t>(), bad.mutable_data_ptr<int>());
+          s.rows_per_group, w.mutable_data_ptr<scalar_t>());
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  raise_on_bad_code("pq_decode", bad, codes, s.k);
   return w;
 }
 
@@ -132,7 +124,6 @@ at::Tensor pq_linear_cuda(const at::Tensor& x_in, const at::Tensor& codes_in,
   const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   auto y = at::empty({M, s.N}, x.options());
   if (M == 0 || s.N == 0) return y;
-  auto bad = at::zeros({1}, x.options().dtype(at::kInt));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pq_linear_cuda", [&] {
     using acc_t = acc_type_t<scalar_t>;
@@ -142,12 +133,10 @@ at::Tensor pq_linear_cuda(const at::Tensor& x_in, const at::Tensor& codes_in,
       using code_t = std::remove_cv_t<std::remove_pointer_t<decltype(c)>>;
       lookup_kernel<scalar_t, acc_t, code_t><<<blocks, kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>(), c, codebook.const_data_ptr<scalar_t>(), b, M, s.N, s.S, s.k,
-          static_cast<int>(s.d), s.rows_per_group, y.mutable_data_ptr<scalar_t>(),
-          bad.mutable_data_ptr<int>());
+          static_cast<int>(s.d), s.rows_per_group, y.mutable_data_ptr<scalar_t>());
     });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  raise_on_bad_code("pq_linear", bad, codes, s.k);
   return y;
 }
 
