@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "cluster_sums.h"
 #include "generated/build_config.h"
 
 TORCH_LIBRARY(gwkcuda, m) {
@@ -86,6 +87,13 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gwkcuda kernels; the ops live under torch.ops.gwkcuda";
+  m.def("cluster_sums_sorted",
+        [](const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& labels, int64_t k) {
+          return gwk::cluster_sums_sorted(x, weight.value_or(at::Tensor()), labels, k);
+        },
+        "The CUDA k-means ops' deterministic float64 cluster sums (any device; for tests): "
+        "(x [B, N, d], weight [B, N] or None, labels [B, N], k) -> (sums [B, k, d], weight sums [B, k]).",
+        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("labels"), pybind11::arg("k"));
   m.def("build_info", &build_info,
         "Build facts: torch_version (built against), cuda_compiled (bool), cuda_archs (str).");
 }

@@ -101,6 +101,40 @@ def test_cpu_and_cuda_agree(B, d, k):
     assert_close(r_gpu.centroids, r_cpu.centroids, 1e-5)
 
 
+def test_sorted_cluster_sums_equal_the_cpu_kernels():
+    """The CUDA ops' deterministic reduction (float64, sorted by label, segmented sums), run on the
+    CPU against the CPU kernels' float64 accumulation, subnormal float32 weights included."""
+    from gwkcuda import _C
+
+    for dtype in (torch.float32, torch.float64):
+        x, w, c = problem(5, 3001, 3, 17)
+        x, w, c = x.to(dtype), w.to(dtype), c.to(dtype)
+        w[2] *= 1e-40 if dtype == torch.float32 else 1e-300  # subnormal: kept, never flushed
+        labels, _ = ops.kmeans_assign(x, c)
+        sums, wsums = _C.cluster_sums_sorted(x, w, labels.to(torch.int32), 17)
+        assert sums.dtype == wsums.dtype == torch.float64
+        expected_sums, expected_wsums = ops.cluster_reduce(x, w, labels, 17)
+        torch.testing.assert_close(sums.to(dtype), expected_sums, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+        torch.testing.assert_close(wsums.to(dtype), expected_wsums, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+        assert bool((wsums[2] > 0).all())  # the subnormal problem's clusters keep their weight
+        unweighted = _C.cluster_sums_sorted(x, None, labels, 17)[1]
+        assert torch.equal(unweighted, torch.stack([torch.bincount(l, minlength=17) for l in labels]).double())
+
+
+@needs_cuda
+def test_cuda_kmeans_sums_are_deterministic_and_keep_subnormal_weights():
+    x, w, c = problem(3, 50_000, 2, 64)
+    w[1] *= 1e-40
+    runs = [ops.gwk_lloyd_step(x.cuda(), w.cuda(), c.cuda()) for _ in range(2)]
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)  # bit for bit, run to run
+    cpu = ops.gwk_lloyd_step(x, w, c)
+    assert torch.equal(runs[0][1].cpu(), cpu[1])
+    for a, b in zip((runs[0][0], runs[0][2], runs[0][3]), (cpu[0], cpu[2], cpu[3])):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-6, atol=0)  # float64 sums on both: float rounding
+    assert bool((runs[0][2][1] > 0).all())
+
+
 # --- weighted_kmeans against scikit-learn ----------------------------------------------------------
 
 @pytest.mark.parametrize("B", [1, 7])

@@ -71,18 +71,12 @@ GWK_HOST_DEVICE bool valid_weight(acc_t w) {
   return w >= acc_t(0) && w - w == acc_t(0);
 }
 
-// Adds v to *p: plainly on the CPU (each thread owns its accumulators), atomically on the GPU.
-struct PlainAdd {
-  template <typename T>
-  GWK_HOST_DEVICE void operator()(T* p, T v) const { *p += v; }
-};
-
-// One point's share of its cluster: sums[0:d] += w * x[0:d], and *wsum += w.
-template <typename sum_t, typename x_t, typename Add = PlainAdd>
-GWK_HOST_DEVICE void accumulate(sum_t* sums, sum_t* wsum, const x_t* x, sum_t w, int d,
-                                Add add = Add()) {
-  for (int i = 0; i < d; ++i) add(sums + i, w * static_cast<sum_t>(x[i]));
-  add(wsum, w);
+// One point's share of its cluster: sums[0:d] += w * x[0:d], and *wsum += w (each CPU thread owns
+// its accumulators; the GPU sums in a fixed order instead, csrc/cluster_sums.h).
+template <typename sum_t, typename x_t>
+GWK_HOST_DEVICE void accumulate(sum_t* sums, sum_t* wsum, const x_t* x, sum_t w, int d) {
+  for (int i = 0; i < d; ++i) sums[i] += w * static_cast<sum_t>(x[i]);
+  *wsum += w;
 }
 
 // The centroid update: the weighted mean of a cluster's points; a cluster with zero total weight

@@ -1,13 +1,20 @@
 // CUDA implementation of kmeans_assign, cluster_reduce and gwk_lloyd_step: one thread per point
-// (grid-stride over all B * N points), the math of csrc/core/kmeans.h, cluster sums accumulated
-// with atomics in the accumulation dtype (float32, or float64 for float64 x), then one thread per
-// centroid for the update. The caller's current stream throughout.
+// (grid-stride over all B * N points) for the assignment, the math of csrc/core/kmeans.h; the
+// cluster sums in float64 and in one fixed order (csrc/cluster_sums.h: sorted by label, then a
+// segmented sum), so results are deterministic, keep subnormal weights, and match the CPU's
+// float64 accumulation to rounding; then one thread per centroid for the update, from the float64
+// sums. Labels and weights are validated up front (one host sync each). The caller's current
+// stream throughout.
 //
 // Only ATen/c10 headers here, never torch/extension.h: it doubles the compile time of a .cu file.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/logical_not.h>
+#include <ATen/ops/logical_or.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -18,6 +25,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "../cluster_sums.h"
 #include "../core/kmeans.h"
 #include "../kmeans_checks.h"
 
@@ -31,58 +39,25 @@ int blocks_for(int64_t items) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 65535 * 8)));
 }
 
-struct AtomicAdd {
-  template <typename T>
-  __device__ void operator()(T* p, T v) const { atomicAdd(p, v); }
-};
-
 #define GWK_FOR_EACH_POINT(idx, total)                                                   \
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < (total); \
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-template <typename acc_t>
+// label_t: int64_t, or int32_t for gwk_lloyd_step's half-size labels buffer.
+template <typename acc_t, typename label_t>
 __global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ centroids,
-                              int64_t N, int64_t total, int d, int64_t k, int64_t* __restrict__ labels,
+                              int64_t N, int64_t total, int d, int64_t k, label_t* __restrict__ labels,
                               acc_t* __restrict__ sqdist) {
   GWK_FOR_EACH_POINT(p, total) {
     const int64_t b = p / N;
     acc_t best;
-    labels[p] = kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best);
+    labels[p] = static_cast<label_t>(kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best));
     sqdist[p] = best;
   }
 }
 
-// Assign (when centroids are given) or read labels, then accumulate. bad: 1 = label, 2 = weight.
-// label_t: int64_t, or int32_t for gwk_lloyd_step's half-size labels buffer.
-template <typename acc_t, typename label_t>
-__global__ void accumulate_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ weight,
-                                  const acc_t* __restrict__ centroids, label_t* __restrict__ labels,
-                                  int64_t N, int64_t total, int d, int64_t k, acc_t* __restrict__ sums,
-                                  acc_t* __restrict__ wsums, acc_t* __restrict__ inertia,
-                                  int* __restrict__ bad) {
-  GWK_FOR_EACH_POINT(p, total) {
-    const int64_t b = p / N;
-    acc_t best = 0;
-    int64_t j;
-    if (centroids != nullptr) {
-      j = kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best);
-      labels[p] = static_cast<label_t>(j);
-    } else {
-      j = labels[p];
-      if (j < 0 || j >= k) {
-        atomicExch(bad, 1);
-        continue;
-      }
-    }
-    const acc_t w = weight != nullptr ? weight[p] : acc_t(1);
-    if (!kmeans::valid_weight(w)) atomicExch(bad, 2);
-    kmeans::accumulate<acc_t>(sums + (b * k + j) * d, wsums + b * k + j, x + p * d, w, d, AtomicAdd());
-    if (inertia != nullptr) atomicAdd(inertia + b, w * best);
-  }
-}
-
 template <typename acc_t>
-__global__ void update_kernel(const acc_t* __restrict__ sums, const acc_t* __restrict__ wsums,
+__global__ void update_kernel(const double* __restrict__ sums, const double* __restrict__ wsums,
                               const acc_t* __restrict__ old_centroids, int64_t total, int d,
                               acc_t* __restrict__ new_centroids) {
   GWK_FOR_EACH_POINT(bj, total) {
@@ -100,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> kmeans_assign_cuda(const at::Tensor& x_in, co
   if (total == 0) return {labels, sqdist};
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.acc, "kmeans_assign_cuda", [&] {
-    assign_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    assign_kernel<scalar_t, int64_t><<<blocks_for(total), kThreads, 0, stream>>>(
         in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
         static_cast<int>(in.d), in.k, labels.mutable_data_ptr<int64_t>(),
         sqdist.mutable_data_ptr<scalar_t>());
@@ -109,35 +84,11 @@ std::tuple<at::Tensor, at::Tensor> kmeans_assign_cuda(const at::Tensor& x_in, co
   return {labels, sqdist};
 }
 
-// Launches accumulate_kernel and raises on a flagged label or weight (reading the flag syncs).
-void accumulate_checked(const char* op, const KMeansInputs& in, at::Tensor& labels, at::Tensor& sums,
-                        at::Tensor& wsums, at::Tensor* inertia) {
-  const int64_t total = in.B * in.N;
-  if (total == 0) return;
-  auto bad = at::zeros({1}, in.x.options().dtype(at::kInt));
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(in.acc, "accumulate_cuda", [&] {
-    const auto launch = [&](auto* lab) {
-      using label_t = std::remove_pointer_t<decltype(lab)>;
-      accumulate_kernel<scalar_t, label_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          in.x.const_data_ptr<scalar_t>(),
-          in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr,
-          in.centroids.defined() ? in.centroids.const_data_ptr<scalar_t>() : nullptr,
-          lab, in.N, total, static_cast<int>(in.d), in.k,
-          sums.mutable_data_ptr<scalar_t>(), wsums.mutable_data_ptr<scalar_t>(),
-          inertia != nullptr ? inertia->mutable_data_ptr<scalar_t>() : nullptr,
-          bad.mutable_data_ptr<int>());
-    };
-    if (labels.scalar_type() == at::kInt) {
-      launch(labels.mutable_data_ptr<int32_t>());
-    } else {
-      launch(labels.mutable_data_ptr<int64_t>());
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  const int status = bad.item<int>();
-  TORCH_CHECK(status != 1, describe_bad_label(op, labels, in.k));
-  TORCH_CHECK(status != 2, describe_bad_weight(op, in.weight));
+// Raises unless every weight is finite and >= 0 (the read syncs).
+void check_weights(const char* op, const KMeansInputs& in) {
+  if (!in.weight.defined()) return;
+  const bool bad = at::logical_or(in.weight.lt(0), at::logical_not(at::isfinite(in.weight))).any().item<bool>();
+  TORCH_CHECK(!bad, describe_bad_weight(op, in.weight));
 }
 
 std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
@@ -145,11 +96,11 @@ std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
                                                        const at::Tensor& labels_in, int64_t k) {
   const auto in = prepare_inputs("cluster_reduce", x_in, weight, nullptr, &labels_in, k);
   const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
-  auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
-  auto wsums = at::zeros({in.B, in.k}, in.x.options());
-  auto labels = in.labels;  // read only: no centroids are given
-  accumulate_checked("cluster_reduce", in, labels, sums, wsums, nullptr);
-  return {sums, wsums};
+  const bool bad_label = at::logical_or(in.labels.lt(0), in.labels.ge(in.k)).any().item<bool>();  // syncs
+  TORCH_CHECK(!bad_label, describe_bad_label("cluster_reduce", in.labels, in.k));
+  check_weights("cluster_reduce", in);
+  const auto totals = cluster_sums_sorted(in.x, in.weight, in.labels, in.k);
+  return {std::get<0>(totals).to(in.acc), std::get<1>(totals).to(in.acc)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
@@ -158,21 +109,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
   check_labels_out("gwk_lloyd_step", in, labels);
   const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
-  auto sums = at::zeros({in.B, in.k, in.d}, in.x.options());
-  auto wsums = at::zeros({in.B, in.k}, in.x.options());
-  auto inertia = at::zeros({in.B}, in.x.options());
-  accumulate_checked("gwk_lloyd_step", in, labels, sums, wsums, &inertia);
+  check_weights("gwk_lloyd_step", in);
   auto new_centroids = at::empty_like(in.centroids);
-  const int64_t total = in.B * in.k;
+  const int64_t total = in.B * in.N;
+  if (total == 0) {  // no points: every cluster keeps its centroid
+    new_centroids.copy_(in.centroids);
+    return {new_centroids, at::zeros({in.B, in.k}, in.x.options()), at::zeros({in.B}, in.x.options())};
+  }
+  auto sqdist = at::empty({in.B, in.N}, in.x.options());
   auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_assign_cuda", [&] {
+    const auto launch = [&](auto* lab) {
+      using label_t = std::remove_pointer_t<decltype(lab)>;
+      assign_kernel<scalar_t, label_t><<<blocks_for(total), kThreads, 0, stream>>>(
+          in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
+          static_cast<int>(in.d), in.k, lab, sqdist.mutable_data_ptr<scalar_t>());
+    };
+    if (labels.scalar_type() == at::kInt) {
+      launch(labels.mutable_data_ptr<int32_t>());
+    } else {
+      launch(labels.mutable_data_ptr<int64_t>());
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  const auto totals = cluster_sums_sorted(in.x, in.weight, labels, in.k);
+  const at::Tensor& sums = std::get<0>(totals);
+  const at::Tensor& wsums = std::get<1>(totals);
+  const auto w = in.weight.defined() ? in.weight.to(at::kDouble)
+                                     : at::ones({in.B, in.N}, sqdist.options().dtype(at::kDouble));
+  const auto inertia = (w * sqdist.to(at::kDouble)).sum(1);
+  const int64_t clusters = in.B * in.k;
   AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_update_cuda", [&] {
-    update_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        sums.const_data_ptr<scalar_t>(), wsums.const_data_ptr<scalar_t>(),
-        in.centroids.const_data_ptr<scalar_t>(), total, static_cast<int>(in.d),
+    update_kernel<scalar_t><<<blocks_for(clusters), kThreads, 0, stream>>>(
+        sums.const_data_ptr<double>(), wsums.const_data_ptr<double>(),
+        in.centroids.const_data_ptr<scalar_t>(), clusters, static_cast<int>(in.d),
         new_centroids.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {new_centroids, wsums, inertia};
+  return {new_centroids, wsums.to(in.acc), inertia.to(in.acc)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cuda(
