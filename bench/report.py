@@ -34,16 +34,26 @@ def rows_from_json(path):
     info = data.get("machine_info", {})
     machine = f"{info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, " \
               f"{info.get('cpu', {}).get('count', '?')} cores"
+    named = [b["extra_info"]["machine"] for b in data["benchmarks"] if "machine" in b["extra_info"]]
+    if named:  # the benchmark's own caption: CPU model, vector extensions, threads, torch
+        machine = named[0]
+    base_inertia = {b["group"]: b["extra_info"]["weighted_inertia"] for b in data["benchmarks"]
+                    if b["extra_info"].get("baseline") and "weighted_inertia" in b["extra_info"]}
     rows = [(b["group"], b["extra_info"]["op"], b["stats"]["median"], b["extra_info"]["bytes_moved"],
-             b["extra_info"].get("baseline", False), _note(b["extra_info"]))
+             b["extra_info"].get("baseline", False), _note(b["extra_info"], base_inertia.get(b["group"])))
             for b in data["benchmarks"]]
     return machine, rows
 
 
-def _note(extra):
+def _note(extra, base_inertia=None):
+    notes = []
+    if "weighted_inertia" in extra:
+        ratio = f" ({extra['weighted_inertia'] / base_inertia:.4f}x the baseline's)" \
+            if base_inertia and not extra.get("baseline") else ""
+        notes.append(f"weighted inertia {extra['weighted_inertia']:.5g}{ratio}")
     if "max_rel_diff_vs_sklearn" in extra:
-        return f"centroids within {extra['max_rel_diff_vs_sklearn']:.1e} (relative) of scikit-learn"
-    return ""
+        notes.append(f"centroids within {extra['max_rel_diff_vs_sklearn']:.1e} (relative) of scikit-learn")
+    return "; ".join(notes)
 
 
 def rows_from_run(device, repeats):
