@@ -137,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
   const at::Tensor& wsums = std::get<1>(totals);
   const auto w = in.weight.defined() ? in.weight.to(at::kDouble)
                                      : at::ones({in.B, in.N}, sqdist.options().dtype(at::kDouble));
-  const auto inertia = (w * sqdist.to(at::kDouble)).sum(1);
+  const auto inertia = w.mul(sqdist.to(at::kDouble)).sum(1);
   const int64_t clusters = in.B * in.k;
   AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_update_cuda", [&] {
     update_kernel<scalar_t><<<blocks_for(clusters), kThreads, 0, stream>>>(
