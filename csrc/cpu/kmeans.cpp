@@ -33,6 +33,8 @@
 namespace gwk {
 namespace {
 
+constexpr int64_t kUpdateGrain = 1 << 16;  // centroids per task of the update loop
+
 // How the points of B problems split into tasks. A chunk is large enough to amortise its private
 // accumulator row (k * (d + 1) doubles), so those rows never outweigh x itself.
 struct TaskPlan {
@@ -322,7 +324,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
     const double* t = totals.const_data_ptr<double>();
     const scalar_t* old_c = in.centroids.const_data_ptr<scalar_t>();
     scalar_t* new_c = new_centroids.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, in.B * in.k, 256, [&](int64_t first, int64_t last) {
+    // Inline unless large: a parallel region costs more than thousands of divisions, and on a busy
+    // machine a whole time slice (bench/bench_busy.py).
+    at::parallel_for(0, in.B * in.k, kUpdateGrain, [&](int64_t first, int64_t last) {
       for (int64_t bj = first; bj < last; ++bj) {
         const int64_t b = bj / in.k, j = bj % in.k;
         const double* row = t + b * plan.row;

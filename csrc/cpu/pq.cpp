@@ -66,42 +66,49 @@ acc_t gather_sum(const acc_t* __restrict__ lut, const code_t* __restrict__ codes
 // group's codebook transposed to [d][k], so the inner loop runs over contiguous codewords.
 template <typename acc_t>
 void build_lut(const acc_t* x, const acc_t* codebook_t, int64_t S, int64_t k, int d, acc_t* lut) {
-  at::parallel_for(0, S, 64, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) {
-      acc_t* row = lut + s * k;
-      std::fill(row, row + k, acc_t(0));
-      for (int i = 0; i < d; ++i) {
-        const acc_t xi = x[s * d + i];
-        const acc_t* ci = codebook_t + i * k;
-        for (int64_t j = 0; j < k; ++j) row[j] += xi * ci[j];
-      }
+  for (int64_t s = 0; s < S; ++s) {
+    acc_t* row = lut + s * k;
+    std::fill(row, row + k, acc_t(0));
+    for (int i = 0; i < d; ++i) {
+      const acc_t xi = x[s * d + i];
+      const acc_t* ci = codebook_t + i * k;
+      for (int64_t j = 0; j < k; ++j) row[j] += xi * ci[j];
     }
-  });
+  }
 }
 
+// One parallel region per call: a region's join waits for any thread the OS has descheduled, so on
+// a busy machine each extra region costs up to a time slice (bench/bench_busy.py). Each task
+// builds the tables of the groups its rows use: with one group, one table per input row per
+// thread (K * k multiply-adds, a few percent of the lookups it serves).
 template <typename acc_t, typename code_t>
 bool pq_linear_lut(const PQShape& s, const acc_t* x, int64_t M, const code_t* codes,
                    const acc_t* codebook_t, const acc_t* bias, acc_t* y) {
-  std::vector<acc_t> lut(s.S * s.k);
   std::atomic<bool> bad{false};
   // uint8 codes cannot exceed a 256-entry codebook: skip the check in that common case.
   const bool check = !(sizeof(code_t) == 1 && s.k >= 256);
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t g = 0; g < s.G; ++g) {
-      build_lut(x + m * s.K, codebook_t + g * s.d * s.k, s.S, s.k, static_cast<int>(s.d), lut.data());
-      const int64_t first = g * s.rows_per_group;
-      at::parallel_for(first, first + s.rows_per_group, 16, [&](int64_t n0, int64_t n1) {
-        bool local_bad = false;
-        for (int64_t n = n0; n < n1; ++n) {
-          const code_t* row = codes + n * s.S;
-          const acc_t v = check ? gather_sum<acc_t, code_t, true>(lut.data(), row, s.S, s.k, &local_bad)
-                                : gather_sum<acc_t, code_t, false>(lut.data(), row, s.S, s.k, &local_bad);
-          y[m * s.N + n] = v + (bias != nullptr ? bias[n] : acc_t(0));
-        }
-        if (local_bad) bad.store(true, std::memory_order_relaxed);
-      });
+  const int64_t table = s.S * s.k;
+  at::parallel_for(0, s.N, 16, [&](int64_t n0, int64_t n1) {
+    std::vector<acc_t> lut(M * table);
+    int64_t built = -1;  // the group whose tables lut holds
+    bool local_bad = false;
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t g = pq::group_of_row(n, s.rows_per_group);
+      if (g != built) {
+        for (int64_t m = 0; m < M; ++m)
+          build_lut(x + m * s.K, codebook_t + g * s.d * s.k, s.S, s.k, static_cast<int>(s.d), lut.data() + m * table);
+        built = g;
+      }
+      const code_t* row = codes + n * s.S;
+      for (int64_t m = 0; m < M; ++m) {
+        const acc_t* t = lut.data() + m * table;
+        const acc_t v = check ? gather_sum<acc_t, code_t, true>(t, row, s.S, s.k, &local_bad)
+                              : gather_sum<acc_t, code_t, false>(t, row, s.S, s.k, &local_bad);
+        y[m * s.N + n] = v + (bias != nullptr ? bias[n] : acc_t(0));
+      }
     }
-  }
+    if (local_bad) bad.store(true, std::memory_order_relaxed);
+  });
   return !bad.load();
 }
 
