@@ -12,7 +12,6 @@ so above 1.0 means the op is slower with 2 threads than with 1.
 import argparse
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import time
 
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from gwkcuda import ops  # noqa: E402
 from gwkcuda.cliutil import format_table, write_json  # noqa: E402
 from gwkcuda.kmeans import optimal_kmeans_1d  # noqa: E402
-from gwkcuda.microbench import machine  # noqa: E402
+from gwkcuda.microbench import machine, median_ms  # noqa: E402
 
 
 def cases():
@@ -59,16 +58,6 @@ def cases():
 def spin():
     while True:
         pass
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def measure(all_cases, repeats):

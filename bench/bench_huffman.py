@@ -11,23 +11,11 @@ the first 1/100 of the stream.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 P16 = [0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04, 0.03, 0.02, 0.01, 0.004, 0.003, 0.001, 0.001, 0.0005, 0.0005]
-
-
-def timed(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
@@ -39,7 +27,7 @@ def main():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from gwkcuda import huffman, ops, reference
     from gwkcuda.cliutil import write_json
-    from gwkcuda.microbench import machine
+    from gwkcuda.microbench import machine, median_ms
 
     gen = torch.Generator().manual_seed(0)
     sym = torch.multinomial(torch.tensor(P16), args.weights, replacement=True, generator=gen)
@@ -50,9 +38,9 @@ def main():
     n_ref = sym.numel() // 100
     ref_stream = huffman.encode(sym[:n_ref], lengths)
     rows = [
-        ("Huffman, table-driven C++ (gwkcuda)", stream.numel(), timed(lambda: huffman.decode(stream, lengths, sym.numel()), args.repeats), sym.numel()),
-        ("bit array at 4 bits (unpack_bits)", packed.numel(), timed(lambda: ops.unpack_bits(packed, 4, sym.numel()), args.repeats), sym.numel()),
-        ("Huffman, bit-by-bit Python (reference)", ref_stream.numel(), timed(lambda: reference.huffman_decode(ref_stream, lengths, n_ref), 1), n_ref),
+        ("Huffman, table-driven C++ (gwkcuda)", stream.numel(), median_ms(lambda: huffman.decode(stream, lengths, sym.numel()), args.repeats) / 1e3, sym.numel()),
+        ("bit array at 4 bits (unpack_bits)", packed.numel(), median_ms(lambda: ops.unpack_bits(packed, 4, sym.numel()), args.repeats) / 1e3, sym.numel()),
+        ("Huffman, bit-by-bit Python (reference)", ref_stream.numel(), median_ms(lambda: reference.huffman_decode(ref_stream, lengths, n_ref), 1) / 1e3, n_ref),
     ]
     print(f"Machine: {machine()}; {sym.numel()} indices, 16 bins, Huffman {8 * stream.numel() / sym.numel():.2f} "
           f"bits/index (bit array 4)\n")
