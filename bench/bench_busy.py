@@ -62,13 +62,13 @@ def spin():
 
 def measure(all_cases, repeats):
     """name -> {threads: ms}."""
-    out = {}
+    out, before = {}, torch.get_num_threads()
     for name, fn in all_cases:
         out[name] = {}
         for threads in (1, 2):
             torch.set_num_threads(threads)
             out[name][threads] = median_ms(fn, repeats)
-    torch.set_num_threads(2)
+    torch.set_num_threads(before)
     return out
 
 

@@ -223,11 +223,9 @@ def check_pq_codes(codes: torch.Tensor, k: int, who: str = "check_pq_codes") -> 
         return
     bad = (codes < 0) | (codes >= k)
     if bool(bad.any()):
-        n, s = (int(i) for i in bad.nonzero()[0]) if codes.dim() == 2 else (None, None)
-        where = f" at codes[{n}, {s}]" if n is not None else ""
-        value = int(codes[n, s]) if n is not None else int(codes[bad].reshape(-1)[0])
+        first = tuple(int(i) for i in bad.nonzero()[0])
         raise ValueError(f"{who}: expected every code in [0, {k}) (the codebook has k = {k} entries), "
-                         f"got {value}{where}")
+                         f"got {int(codes[first])} at codes{list(first)}")
 
 
 def pq_decode(codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

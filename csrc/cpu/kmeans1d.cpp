@@ -3,8 +3,8 @@
 // j sorted points in m runs, is D[m-1][i] + cost(i, j) minimised over i; splits are monotone, so
 // each row is filled by divide and conquer in O(n log n) cost evaluations: O(k n log n) after the
 // sort, and the argmins kept to trace the runs back (k * (n + 1) int32 per problem). Ties go to the
-// earliest split. Problems (padded ones on their first lengths[b] points,
-// labels -1 after) run in parallel, one task each.
+// earliest split. Problems run in parallel, one task each; a padded problem is solved on its
+// first lengths[b] points, labels -1 after.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
