@@ -5,13 +5,16 @@
     python bench/report.py pq.json
 
 1 bit/weight: d = 8, k = 256; 0.5 bit/weight: d = 16, k = 256 (indices; one fp32 codebook of
-k * d floats per layer on top). M = input rows.
+k * d floats per layer on top). M = input rows. From M = 4 on, dense F.linear in bf16 on the decoded
+weight too, where the CPU computes bf16 natively (AVX-512 BF16 or AMX; elsewhere it is emulated
+and left out).
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
 from gwkcuda import ops
+from gwkcuda.microbench import cpu_has_native_bf16, machine
 
 SHAPES = [(4096, 4096), (11008, 4096)]
 CONFIGS = [(8, 256), (16, 256)]
@@ -31,8 +34,17 @@ def weights(N, K, d, k):
     return _cache[key]
 
 
-CASES = [(N, K, d, k, M, impl) for N, K in SHAPES for d, k in CONFIGS for M in ROWS
-         for impl in ("pq_linear", "dense F.linear fp32")]
+def bf16(dense):
+    """The decoded weight in bf16, made once per shape (cleared with it by weights())."""
+    key = ("bf16", dense.data_ptr())
+    if key not in _cache:
+        _cache[key] = dense.bfloat16()
+    return _cache[key]
+
+
+IMPLS = ("pq_linear", "dense F.linear fp32", "dense F.linear bf16")
+CASES = [(N, K, d, k, M, impl) for N, K in SHAPES for d, k in CONFIGS for M in ROWS for impl in IMPLS
+         if impl != IMPLS[2] or (M >= 4 and cpu_has_native_bf16())]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}-d{c[2]}-M{c[4]}-{c[5].split()[0]}" for c in CASES])
@@ -42,8 +54,10 @@ def test_pq_linear(benchmark, case):
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(1))
     bits = 8 / d
     benchmark.group = f"{N}x{K}, {bits:g} bit/weight (d={d}, k={k}), M={M}"
-    benchmark.extra_info.update(op=impl, bytes_moved=0, baseline=impl != "pq_linear")
+    benchmark.extra_info.update(op=impl, bytes_moved=0, baseline=impl == IMPLS[1], machine=machine())
     if impl == "pq_linear":
         benchmark(ops.pq_linear, x, codes, codebook, None)
-    else:
+    elif impl == IMPLS[1]:
         benchmark(F.linear, x, dense)
+    else:
+        benchmark(F.linear, x.bfloat16(), bf16(dense))

@@ -31,17 +31,30 @@ def cpu_model() -> str:
     return cpu
 
 
+def _cpu_flags() -> set:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next(line.split(":", 1)[1].split() for line in f if line.startswith("flags")))
+    except (OSError, StopIteration):
+        return set()
+
+
 def cpu_vector_extensions() -> str:
     """The CPU's widest vector extensions among AVX2, AVX-512 and AMX (from /proc/cpuinfo's
     flags), e.g. "AVX2, AVX-512" (machines here differ: some have AVX-512, some AVX2 only)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(line.split(":", 1)[1].split() for line in f if line.startswith("flags")))
-    except (OSError, StopIteration):
+    flags = _cpu_flags()
+    if not flags:
         return "vector extensions unknown"
     named = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
              if flag in flags]
     return ", ".join(named) or "no AVX2"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes in bfloat16 natively (AVX-512 BF16 or AMX BF16); elsewhere a
+    bf16 matmul is emulated and slower than fp32."""
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def machine() -> str:
