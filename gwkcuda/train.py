@@ -47,17 +47,16 @@ def search_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: 
 
 def cifar_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Standard CIFAR augmentation on a batch [B, C, H, W]: random crop with 4-pixel zero padding
-    and random horizontal flip."""
+    and random horizontal flip, the whole batch in one gather (no per-image loop)."""
     B, _, H, W = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
     dy = torch.randint(0, 9, (B,), generator=generator)
     dx = torch.randint(0, 9, (B,), generator=generator)
     flip = torch.rand(B, generator=generator) < 0.5
-    out = torch.empty_like(x)
-    for i in range(B):
-        crop = padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
+    rows = dy[:, None] + torch.arange(H)  # [B, H]
+    cols = dx[:, None] + torch.where(flip[:, None], torch.arange(W - 1, -1, -1), torch.arange(W))  # [B, W]
+    out = padded[torch.arange(B)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 def _save_atomic(state: dict, path: Path) -> None:

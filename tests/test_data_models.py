@@ -94,3 +94,21 @@ def test_kws_tiny_conv_keeps_its_weights_in_the_classifier():
     fc = model[-1].weight.numel()
     assert fc == 8 * 64 * 32 * 10  # 8 channels of a 64 x 32 map (stride 2 over 129 x 64)
     assert fc / sum(p.numel() for p in model.parameters()) > 0.99
+
+
+def test_cifar_augment_equals_cropping_and_flipping_each_image():
+    """The batched gather against the per-image crop and flip it replaced, same random draws."""
+    import torch.nn.functional as F
+
+    from gwkcuda.train import cifar_augment
+
+    x = torch.randn(37, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    got = cifar_augment(x, torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)  # the same draws, in the same order
+    dy, dx = torch.randint(0, 9, (37,), generator=gen), torch.randint(0, 9, (37,), generator=gen)
+    flip = torch.rand(37, generator=gen) < 0.5
+    padded = F.pad(x, (4, 4, 4, 4))
+    for i in range(37):
+        crop = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        assert torch.equal(got[i], crop.flip(-1) if flip[i] else crop)
+    assert 0 < int(flip.sum()) < 37 and got.is_contiguous()
