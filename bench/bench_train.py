@@ -4,8 +4,9 @@ with the loop as it was, in one run, with the FLOP floor.
 
     python bench/bench_train.py --out bench/results/train/train.json
 
-Phases: float; EWGS quantisation-aware training W4A4 (ewgs.quantize_model); PQ fine-tuning (GWK-PQ
-layers, d = 9, k = 16: codes fixed, codebooks trained). Variants, each adding to the one before:
+Phases: float; EWGS quantisation-aware training W4A4 (ewgs.quantize_model); PQ fine-tuning (the
+QAT model's quantised layers product-quantised, d = 9, k = 16: codes fixed, codebooks and
+quantisers trained, as in the GWK chain). Variants, each adding to the one before:
 - "per-image augmentation, batch 64": the loop as it was (a Python loop over the images of a batch
   for the crop and flip), the pipelines' batch size;
 - "batched augmentation": train.cifar_augment, one gather per batch (the same images);
@@ -51,12 +52,14 @@ def per_image_augment(x, generator):
 
 
 def phase_model(phase, data):
+    """The model each phase trains: the float ResNet-20; its EWGS W4A4 copy; and that copy with its
+    quantised layers product-quantised (as in the chain: PQ fine-tuning runs on the QAT model)."""
     model = resnet_cifar(20)
-    if phase == "EWGS QAT W4A4":
+    if phase != "float":
         ewgs.quantize_model(model, 4, 4)
         with torch.no_grad():
             model.eval()(data[:64])  # the quantisers' bounds from one batch, as run_qat does
-    elif phase == "PQ fine-tuning":
+    if phase == "PQ fine-tuning":
         model = gwk_compress(model, GWKConfig(d=9, k=16, importance="uniform"))[0]
     return model
 
