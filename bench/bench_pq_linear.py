@@ -30,15 +30,8 @@ def weights(N, K, d, k):
         gen = torch.Generator().manual_seed(0)
         codes = torch.randint(0, k, (N, K // d), generator=gen, dtype=torch.int32).to(torch.uint8)
         codebook = torch.randn(1, k, d, generator=gen)
-        _cache[key] = (codes, codebook, ops.pq_decode(codes, codebook))
-    return _cache[key]
-
-
-def bf16(dense):
-    """The decoded weight in bf16, made once per shape (cleared with it by weights())."""
-    key = ("bf16", dense.data_ptr())
-    if key not in _cache:
-        _cache[key] = dense.bfloat16()
+        dense = ops.pq_decode(codes, codebook)
+        _cache[key] = (codes, codebook, dense, dense.bfloat16())
     return _cache[key]
 
 
@@ -50,7 +43,7 @@ CASES = [(N, K, d, k, M, impl) for N, K in SHAPES for d, k in CONFIGS for M in R
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}-d{c[2]}-M{c[4]}-{c[5].split()[0]}" for c in CASES])
 def test_pq_linear(benchmark, case):
     N, K, d, k, M, impl = case
-    codes, codebook, dense = weights(N, K, d, k)
+    codes, codebook, dense, dense_bf16 = weights(N, K, d, k)
     x = torch.randn(M, K, generator=torch.Generator().manual_seed(1))
     bits = 8 / d
     benchmark.group = f"{N}x{K}, {bits:g} bit/weight (d={d}, k={k}), M={M}"
@@ -60,4 +53,4 @@ def test_pq_linear(benchmark, case):
     elif impl == IMPLS[1]:
         benchmark(F.linear, x, dense)
     else:
-        benchmark(F.linear, x.bfloat16(), bf16(dense))
+        benchmark(F.linear, x.bfloat16(), dense_bf16)

@@ -105,28 +105,46 @@ void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& 
   }
 }
 
-std::string describe_bad_weight(const char* op, const at::Tensor& weight) {
+namespace {
+// Where a weight is not finite and >= 0, and where a label is outside [0, k): one definition for
+// the checks and their messages.
+at::Tensor invalid_weights(const at::Tensor& weight) {
   const auto w = weight.to(at::kDouble);
-  const auto bad = at::logical_or(w.lt(0), at::logical_not(at::isfinite(w)));
+  return at::logical_or(w.lt(0), at::logical_not(at::isfinite(w)));
+}
+
+at::Tensor invalid_labels(const at::Tensor& labels, int64_t k) {
+  const auto l = labels.to(at::kLong);
+  return at::logical_or(l.lt(0), l.ge(k));
+}
+}  // namespace
+
+void check_weight_values(const char* op, const at::Tensor& weight) {
+  if (weight.defined()) TORCH_CHECK(!invalid_weights(weight).any().item<bool>(), describe_bad_weight(op, weight));
+}
+
+void check_label_values(const char* op, const at::Tensor& labels, int64_t k) {
+  TORCH_CHECK(!invalid_labels(labels, k).any().item<bool>(), describe_bad_label(op, labels, k));
+}
+
+std::string describe_bad_weight(const char* op, const at::Tensor& weight) {
   std::ostringstream msg;
   msg << op << ": expected every weight finite and >= 0, got ";
-  const auto where = bad.nonzero();
+  const auto where = invalid_weights(weight).nonzero();
   if (where.numel() == 0) return msg.str() + "an invalid weight";
   const int64_t b = where[0][0].item<int64_t>(), i = where[0][1].item<int64_t>();
-  msg << w[b][i].item<double>() << " at [" << b << ", " << i << "] (" << where.size(0)
+  msg << weight[b][i].item<double>() << " at [" << b << ", " << i << "] (" << where.size(0)
       << " invalid)";
   return msg.str();
 }
 
 std::string describe_bad_label(const char* op, const at::Tensor& labels, int64_t k) {
-  const auto l = labels.to(at::kLong);
-  const auto bad = at::logical_or(l.lt(0), l.ge(k));
   std::ostringstream msg;
   msg << op << ": expected every label in [0, " << k << "), got ";
-  const auto where = bad.nonzero();
+  const auto where = invalid_labels(labels, k).nonzero();
   if (where.numel() == 0) return msg.str() + "a label out of range";
   const int64_t b = where[0][0].item<int64_t>(), i = where[0][1].item<int64_t>();
-  msg << l[b][i].item<int64_t>() << " at [" << b << ", " << i << "]";
+  msg << labels[b][i].item<int64_t>() << " at [" << b << ", " << i << "]";
   return msg.str();
 }
 

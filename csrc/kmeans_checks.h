@@ -39,6 +39,11 @@ KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::opti
 // memory with the op's inputs (writing labels into x would overwrite the points).
 void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& labels);
 
+// Raise (with the first offender) unless every weight (when defined) is finite and >= 0, or every
+// label is in [0, k): one reduction over the tensor, so one host sync on a GPU.
+void check_weight_values(const char* op, const at::Tensor& weight);
+void check_label_values(const char* op, const at::Tensor& labels, int64_t k);
+
 // Called once a kernel has flagged a bad weight or label: the first offender, by index.
 std::string describe_bad_weight(const char* op, const at::Tensor& weight);
 std::string describe_bad_label(const char* op, const at::Tensor& labels, int64_t k);

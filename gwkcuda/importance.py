@@ -130,7 +130,7 @@ def _sum_squared_grads(weights, losses):
             acc[n].addcmul_(g, g)
         count += 1
     if count == 0:
-        raise ValueError("fisher_from_losses: expected at least one per-sample loss, got none")
+        raise ValueError("fisher importances: expected at least one per-sample loss, got none")
     return acc
 
 

@@ -11,9 +11,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/isfinite.h>
-#include <ATen/ops/logical_not.h>
-#include <ATen/ops/logical_or.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
@@ -84,21 +81,13 @@ std::tuple<at::Tensor, at::Tensor> kmeans_assign_cuda(const at::Tensor& x_in, co
   return {labels, sqdist};
 }
 
-// Raises unless every weight is finite and >= 0 (the read syncs).
-void check_weights(const char* op, const KMeansInputs& in) {
-  if (!in.weight.defined()) return;
-  const bool bad = at::logical_or(in.weight.lt(0), at::logical_not(at::isfinite(in.weight))).any().item<bool>();
-  TORCH_CHECK(!bad, describe_bad_weight(op, in.weight));
-}
-
 std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
                                                        const std::optional<at::Tensor>& weight,
                                                        const at::Tensor& labels_in, int64_t k) {
   const auto in = prepare_inputs("cluster_reduce", x_in, weight, nullptr, &labels_in, k);
   const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
-  const bool bad_label = at::logical_or(in.labels.lt(0), in.labels.ge(in.k)).any().item<bool>();  // syncs
-  TORCH_CHECK(!bad_label, describe_bad_label("cluster_reduce", in.labels, in.k));
-  check_weights("cluster_reduce", in);
+  check_label_values("cluster_reduce", in.labels, in.k);  // each check syncs once
+  check_weight_values("cluster_reduce", in.weight);
   const auto totals = cluster_sums_sorted(in.x, in.weight, in.labels, in.k);
   return {std::get<0>(totals).to(in.acc), std::get<1>(totals).to(in.acc)};
 }
@@ -109,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
   check_labels_out("gwk_lloyd_step", in, labels);
   const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
-  check_weights("gwk_lloyd_step", in);
+  check_weight_values("gwk_lloyd_step", in.weight);
   auto new_centroids = at::empty_like(in.centroids);
   const int64_t total = in.B * in.N;
   if (total == 0) {  // no points: every cluster keeps its centroid
