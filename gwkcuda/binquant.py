@@ -30,6 +30,7 @@ from torch import nn
 from . import model_file
 from .importance import check_samples, fisher_of_samples
 from .progress import progress
+from .weights import compressible_weights, is_recurrent_weight, parameter_name, skipped_weights, weight_of
 
 
 @dataclass
@@ -146,14 +147,6 @@ def quantize(v: torch.Tensor, edges: List[float], rule: str = "midpoint", intege
     return values.to(v.device)[idx], idx, values
 
 
-def compressible_layers(model: nn.Module, min_weights: int):
-    """(name, module) of every Conv/Linear/Embedding layer with at least min_weights weights,
-    largest first."""
-    found = [(n, m) for n, m in model.named_modules()
-             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear, nn.Embedding)) and m.weight.numel() >= min_weights]
-    return sorted(found, key=lambda nm: -nm[1].weight.numel())
-
-
 def _split(edges: List[float], j: int) -> List[float]:
     """Edges with bin j split at its middle."""
     return edges[: j + 1] + [(edges[j] + edges[j + 1]) / 2] + edges[j + 1:]
@@ -245,12 +238,12 @@ class Uint8Weight:
 
 
 def quantize_uint8(model: nn.Module, min_weights: int = 1024) -> dict:
-    """Turns the model into a uint8 model (per-tensor affine, as TFLite): every Conv/Linear weight
-    with >= min_weights weights becomes its uint8 dequantisation, in place. Returns name ->
-    Uint8Weight, to pass to :func:`bin_and_quant` as ``uint8``."""
+    """Turns the model into a uint8 model (per-tensor affine, as TFLite): every compressible weight
+    (gwkcuda.weights) with >= min_weights weights becomes its uint8 dequantisation, in place.
+    Returns name -> Uint8Weight, to pass to :func:`bin_and_quant` as ``uint8``."""
     out = {}
-    for name, m in compressible_layers(model, min_weights):
-        w = m.weight.data
+    for name, weight in compressible_weights(model, min_weights):
+        w = weight.data
         lo, hi = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
         scale = (hi - lo) / 255 or 1.0
         zero_point = int(round(-lo / scale))
@@ -266,7 +259,7 @@ class _Unit:
 
     def __init__(self, layers, uint8):
         self.names = [n for n, _ in layers]
-        self.weights = [m.weight.data for _, m in layers]
+        self.weights = [w.data for _, w in layers]
         self.originals = [w.clone() for w in self.weights]
         self.codecs = [uint8.get(n) for n in self.names]
         self.v = torch.cat([(c.codes.float() if c is not None else w).reshape(-1)
@@ -300,15 +293,17 @@ class _Unit:
 
 
 def _units(model, config):
-    """Lists of (name, module) binned together, largest first: one per layer, or with
-    share="kind" one per layer kind (Conv1d, Conv2d, Linear)."""
-    layers = compressible_layers(model, config.min_weights)
+    """Lists of (name, weight) binned together, largest first: one per layer, or with
+    share="kind" one per layer kind (Conv1d, Conv2d, Linear, Embedding, and the recurrent
+    matrices of each of LSTM, GRU, RNN)."""
+    layers = compressible_weights(model, config.min_weights)
     if config.share == "none":
-        return [[nm] for nm in layers]
+        return [[nw] for nw in layers]
     kinds = {}
-    for nm in layers:
-        kinds.setdefault(type(nm[1]).__name__, []).append(nm)
-    return sorted(kinds.values(), key=lambda u: -sum(m.weight.numel() for _, m in u))
+    for name, w in layers:
+        module = name.rpartition(".")[0] if is_recurrent_weight(name) else name
+        kinds.setdefault(type(model.get_submodule(module)).__name__, []).append((name, w))
+    return sorted(kinds.values(), key=lambda u: -sum(w.numel() for _, w in u))
 
 
 def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], config: BinQuantConfig,
@@ -343,7 +338,8 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
 
     units = [_Unit(u, uint8) for u in _units(model, config)]
     if not units:
-        raise ValueError(f"bin_and_quant: no Conv/Linear/Embedding layer with >= {config.min_weights} weights")
+        raise ValueError(f"bin_and_quant: no Conv/Linear/Embedding layer or recurrent matrix with >= "
+                         f"{config.min_weights} weights")
     importance = {}
     if config.sensitivity == "gradient" and config.importance == "fisher":
         fisher = fisher_of_samples(model, [nm for u in units for nm in u.names], samples, config.fisher_samples,
@@ -358,9 +354,9 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         for unit in units:
             parts = []
             for name, w in zip(unit.names, unit.weights):
-                g = model.get_submodule(name).weight.grad
+                g = weight_of(model, name).grad
                 if g is None:
-                    raise ValueError(f"bin_and_quant: grad_fn left no gradient on {name}.weight")
+                    raise ValueError(f"bin_and_quant: grad_fn left no gradient on {parameter_name(name)}")
                 parts.append((g.detach() ** 2).reshape(-1))
             importance[unit.names[0]] = torch.cat(parts)
         model.zero_grad(set_to_none=True)
@@ -370,7 +366,7 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         try:
             results = _global_allocation(units, importance, config, evaluate,
                                          baseline - config.max_drop / 100, counter)
-            return _result(model, results, counter, baseline, start, uint8)
+            return _result(model, results, counter, baseline, start, uint8, config)
         except _GlobalMiss:
             for unit in units:
                 unit.restore()
@@ -423,10 +419,10 @@ def bin_and_quant(model: nn.Module, eval_fn: Callable[[nn.Module], float], confi
         bar.set_postfix(layer=unit.names[0], bins=results[-1].bins, acc=f"{chosen_acc:.4f}")
         bar.update(1)
     bar.close()
-    return _result(model, results, counter, baseline, start, uint8)
+    return _result(model, results, counter, baseline, start, uint8, config)
 
 
-def _result(model, results, counter, baseline, start, uint8) -> BinQuantResult:
+def _result(model, results, counter, baseline, start, uint8, config) -> BinQuantResult:
     final = results[-1].accuracy
     result = BinQuantResult(model, results, counter["n"], baseline, final, time.perf_counter() - start)
     result.uint8 = {n: uint8[n] for r in results if r.edges is not None for n in r.members if n in uint8}
@@ -437,7 +433,8 @@ def _result(model, results, counter, baseline, start, uint8) -> BinQuantResult:
                     "method": "binquant" if r.edges else "float32", "bins": r.bins,
                     "bits_per_weight": math.ceil(math.log2(r.bins)) if r.bins else 32,
                     "accuracy": r.accuracy, "sensitivity": r.sensitivity, "evaluations": r.evaluations}
-                   for r in results]}
+                   for r in results],
+        "float_layers": skipped_weights(model, config.min_weights)}
     return result
 
 
@@ -542,10 +539,10 @@ def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None, **s
     for r in result.layers:
         if r.edges is None:
             continue
-        owner = r.members[0] + ".weight"
+        owner = parameter_name(r.members[0])
         for i, name in enumerate(r.members):
             codec = result.uint8.get(name)
-            v = codec.codes.float() if codec is not None else model.get_parameter(name + ".weight").detach()
+            v = codec.codes.float() if codec is not None else weight_of(model, name).detach()
             entry = {"indices": bin_index(v.reshape(-1).float(), r.edges)}
             if i == 0:
                 dtype = torch.uint8 if codec is not None else torch.float32
@@ -554,7 +551,7 @@ def save_binquant(path, result: BinQuantResult, arch: Optional[dict] = None, **s
                 entry["values_from"] = owner
             if codec is not None:
                 entry["affine"] = [codec.scale, codec.zero_point]
-            bins[name + ".weight"] = entry
+            bins[parameter_name(name)] = entry
     return model_file.save_model(path, model, arch=arch, bins=bins, meta={"method": "binquant"},
                                  **storage)
 

@@ -210,10 +210,10 @@ def _check_output(path: Path, flag: str) -> None:
 def _check_binquant_layers(task, config, model) -> list:
     """Some layer for Bin & Quant to compress, on the untrained architecture; returns [] (Bin &
     Quant's report names the layers it leaves in float)."""
-    from .binquant import compressible_layers
+    from .weights import compressible_weights
 
-    if not compressible_layers(model, config.min_weights):
-        raise UserError(f"--model {task.model_name}: no Conv/Linear/Embedding layer with at least "
+    if not compressible_weights(model, config.min_weights):
+        raise UserError(f"--model {task.model_name}: no Conv/Linear/Embedding layer or recurrent matrix with at least "
                         f"{config.min_weights} weights for Bin & Quant to compress")
     return []
 

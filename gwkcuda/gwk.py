@@ -1,4 +1,5 @@
-"""GWK: gradient-weighted product quantisation of a model's Conv2d/Linear layers (paper-spec 2.2-2.4).
+"""GWK: gradient-weighted product quantisation of a model's Conv2d/Linear layers and recurrent
+matrices (paper-spec 2.2-2.4).
 
 1. Importances: per-weight |g| (or g^2) accumulated over T calibration batches
    (:func:`accumulate_importance`), or the per-sample Fisher sum of g_i^2 over calibration samples
@@ -25,6 +26,7 @@ from .importance import MODES as IMPORTANCE_MODES
 from .importance import accumulate_importance, check_samples, fisher_of_samples
 from .nn import install_pq
 from .pq import PQConfig, PQWeight, gwk_quantize  # noqa: F401  (gwk_quantize: part of this module's API)
+from .weights import candidate_weights, gates, weight_of
 
 
 @dataclass
@@ -33,7 +35,8 @@ class GWKConfig:
     (d, k)); importance: "abs" (sum of |g|), "square" (sum of g^2) or "uniform" (plain k-means);
     beta: None for the plain weighted mean, else importances become 1 + beta * s / mean(s);
     calib_batches: batches T for the importances; iters: Lloyd iterations; min_weights, keep_float:
-    layers left in float."""
+    layers left in float; gate_codebooks: each gate of a recurrent matrix (LSTM 4, GRU 3) gets its
+    own codebook (PQConfig groups), instead of one per matrix."""
     d: int = 4
     k: int = 16
     importance: str = "abs"
@@ -45,6 +48,7 @@ class GWKConfig:
     keep_float: Tuple[str, ...] = ()
     layers: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     seed: int = 0
+    gate_codebooks: bool = False
 
     def __post_init__(self):
         if self.importance not in IMPORTANCE_MODES:
@@ -58,31 +62,32 @@ class GWKConfig:
 
 
 def plan_layers(model: nn.Module, config: GWKConfig):
-    """(plan, skipped): plan maps layer name -> PQConfig for each layer to quantise; skipped maps
-    the other Conv2d/Linear layers to the reason they stay in float."""
-    plan, skipped = {}, {}
-    for name, m in model.named_modules():
-        if not isinstance(m, (nn.Conv2d, nn.Linear)):
-            continue
+    """(plan, skipped): plan maps layer name -> PQConfig for each layer (Conv2d, Linear, or recurrent
+    matrix named by its parameter, see gwkcuda.weights) to quantise; skipped maps the others to
+    the reason they stay in float."""
+    plan = {}
+    found, skipped = candidate_weights(model, (nn.Conv2d, nn.Linear))
+    for name, w in found:
         d, k = config.layers.get(name, (config.d, config.k))
-        rows, K = m.weight.shape[0], m.weight[0].numel()
+        rows, K = w.shape[0], w[0].numel()
+        groups = gates(model, name) if config.gate_codebooks else 1
         if name in config.keep_float:
             skipped[name] = "kept in float (keep_float)"
-        elif m.weight.numel() < config.min_weights:
-            skipped[name] = f"{m.weight.numel()} weights < min_weights {config.min_weights}"
+        elif w.numel() < config.min_weights:
+            skipped[name] = f"{w.numel()} weights < min_weights {config.min_weights}"
         elif K % d:
             skipped[name] = f"row length {K} not divisible by d = {d}"
         elif rows * K // d < k:
             skipped[name] = f"{rows * K // d} sub-vectors < k = {k}"
         else:
-            plan[name] = PQConfig(d, k)
+            plan[name] = PQConfig(d, k, groups)
     return plan, skipped
 
 
 def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
     """Swaps each named Conv2d/Linear for a PQConv2d/PQLinear holding its PQWeight (bias kept);
     an EWGS layer (QConv2d/QLinear) keeps its quantisers and takes codes and codebook instead of
-    its weight."""
+    its weight; a recurrent matrix becomes codes and codebook inside its module."""
     for name, weight in pq.items():
         install_pq(model, name, weight)
     return model
@@ -108,7 +113,7 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
         if run_backward is None:
             raise ValueError("gwk_compress: importance from gradients needs run_backward")
         importance = accumulate_importance(model, plan, run_backward, config.importance)
-    weights = {n: model.get_submodule(n).weight for n in plan}
+    weights = {n: weight_of(model, n) for n in plan}
     pq = gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed,
                       show_progress=show_progress)
     replace_with_pq(model, pq)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .weights import parameter_name, weight_of
+
 MODES = ("abs", "square", "fisher", "uniform")
 FISHER_METHODS = ("auto", "vmap", "loop")
 # vmap path: per-sample gradients of one chunk live at once; chunks sized to stay under this.
@@ -39,7 +41,7 @@ def accumulate_importance(model: nn.Module, names: Iterable[str], run_backward: 
     train.backward_batches(model, x, y, batches=T, after_each=f)``); the importances accumulate
     through gradient hooks, so after_each may be called or not.
     Returns name -> tensor of the layer's weight shape (float32, on the weight's device)."""
-    weights = {n: model.get_submodule(n).weight for n in names}
+    weights = {n: weight_of(model, n) for n in names}
     if mode == "uniform":
         return {n: torch.ones_like(w, dtype=torch.float32) for n, w in weights.items()}
     if mode not in ("abs", "square"):
@@ -89,7 +91,7 @@ def fisher_importance(model: nn.Module, names: Iterable[str], inputs: torch.Tens
     if method not in FISHER_METHODS:
         raise ValueError(f"fisher_importance: expected method one of {FISHER_METHODS}, got {method!r}")
     names = list(names)
-    weights = {n: model.get_submodule(n).weight for n in names}
+    weights = {n: weight_of(model, n) for n in names}
     if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor) \
             or len(inputs) < 1 or len(inputs) != len(targets):
         shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in (inputs, targets)]
@@ -144,7 +146,7 @@ def fisher_from_losses(model: nn.Module, names: Iterable[str], losses: Iterable[
         computes each only when it is needed, so one sample's graph lives at a time). The model is
         put in eval mode while they are drawn (its mode is restored after).
     Returns name -> float32 tensor of the layer's weight shape, on the weight's device."""
-    weights = {n: model.get_submodule(n).weight for n in names}
+    weights = {n: weight_of(model, n) for n in names}
     was_training = model.training
     model.eval()
     try:
@@ -156,7 +158,7 @@ def fisher_from_losses(model: nn.Module, names: Iterable[str], losses: Iterable[
 def _fisher_vmap(model, weights, inputs, targets, loss, device):
     from torch.func import functional_call, grad, vmap
 
-    wanted = {f"{n}.weight": w.detach() for n, w in weights.items()}
+    wanted = {parameter_name(n): w.detach() for n, w in weights.items()}
     rest = {k: v.detach() for k, v in model.named_parameters() if k not in wanted}
     rest.update(dict(model.named_buffers()))
 
@@ -171,7 +173,7 @@ def _fisher_vmap(model, weights, inputs, targets, loss, device):
     for start in range(0, len(inputs), chunk):
         g = per_sample(wanted, inputs[start:start + chunk].to(device), targets[start:start + chunk].to(device))
         for n in weights:
-            acc[n] += g[f"{n}.weight"].float().square().sum(0)
+            acc[n] += g[parameter_name(n)].float().square().sum(0)
         del g
     return acc
 

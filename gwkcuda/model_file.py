@@ -25,8 +25,9 @@ from torch import nn
 
 from . import huffman, io, ops
 from .io import dtype_name
-from .nn import _PQBase, install_pq
+from .nn import install_pq, pq_prefix, pq_weights
 from .pq import PQWeight
+from .weights import layer_name
 
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 MAX_CLASSES, MAX_CHANNELS = 1 << 20, 1 << 16  # bounds on a recorded architecture
@@ -118,9 +119,11 @@ def check_model_meta(path, meta: dict) -> None:
         bad("method", "a string", meta.get("method"))
 
 
-def holds_pq(m: nn.Module) -> bool:
-    """A module whose weight is product-quantised: PQLinear/PQConv2d, or an EWGS layer after use_pq."""
-    return isinstance(m, _PQBase) or getattr(m, "codebook", None) is not None
+def pq_entries(model: nn.Module) -> Dict[str, tuple]:
+    """Key of each product-quantised weight (the state-dict key of the weight it replaces, e.g.
+    "conv.weight" or "rnn.weight_ih_l0") -> (its module, its PQWeight)."""
+    return {(f"{name}.{local}" if name else local): (m, pq)
+            for name, m in model.named_modules() for local, pq in pq_weights(m).items()}
 
 
 def _encode_bins(idx: torch.Tensor, bins: int):
@@ -142,17 +145,11 @@ def _decode_bins(stream: torch.Tensor, meta: dict) -> torch.Tensor:
 def fp32_bytes(model: nn.Module) -> int:
     """Bytes of the model with every floating parameter and buffer at fp32 (PQ layers counted
     at their dense weight's size)."""
-    total = 0
-    for name, t in model.state_dict().items():
-        module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-        if holds_pq(module) and name.endswith((".codes", ".codebook")):
-            continue
-        if t.is_floating_point():
-            total += t.numel() * 4
-    for m in model.modules():
-        if holds_pq(m):
-            total += math.prod(m.weight_shape) * 4
-    return total
+    entries = pq_entries(model)
+    held = {pq_prefix(key) + part for key in entries for part in ("codes", "codebook")}
+    total = sum(t.numel() * 4 for name, t in model.state_dict().items()
+                if t.is_floating_point() and name not in held)
+    return total + sum(math.prod(pq.shape) * 4 for _, pq in entries.values())
 
 
 def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
@@ -193,19 +190,20 @@ def save_model(path, model: nn.Module, *, arch: Optional[dict] = None,
                 tensors[name + ".shift"] = stored(m.bias.detach() - m.running_mean * scale)
                 folded.update({f"{name}.{k}": name for k in ("weight", "bias", "running_mean", "running_var",
                                                               "num_batches_tracked")})
-    pq_modules = {n: m for n, m in model.named_modules() if holds_pq(m)}
-    for name, m in pq_modules.items():
-        pq_tensors, pq_meta = m.pq_weight().to_tensors(prefix=name + ".")
+    held = set()
+    for key, (m, pq) in pq_entries(model).items():
+        prefix = pq_prefix(key)
+        pq_tensors, pq_meta = pq.to_tensors(prefix=prefix)
         tensors.update({k: stored(v) for k, v in pq_tensors.items()})
-        info = {"kind": "pq", **pq_meta, "module": type(m).__name__, "numel": math.prod(m.weight_shape)}
+        held |= set(pq_tensors)
+        info = {"kind": "pq", **pq_meta, "module": type(m).__name__, "numel": math.prod(pq.shape)}
         if hasattr(m, "codebook_levels"):  # EWGS: the codebook at the weight quantiser's bit width
-            tensors[name + ".codebook"] = ops.pack_bits(m.codebook_levels().reshape(-1), m.bits_w)
+            tensors[prefix + "codebook"] = ops.pack_bits(m.codebook_levels().reshape(-1), m.bits_w)
             info["codebook_levels_bits"] = m.bits_w
             info["codebook_shape"] = list(m.codebook.shape)
-        layers[name + ".weight"] = info
+        layers[key] = info
     for name, t in model.state_dict().items():
-        module = name.rsplit(".", 1)[0]
-        if module in pq_modules and name.endswith((".codes", ".codebook")) or name in folded:
+        if name in held or name in folded:
             continue
         if name in bins:
             entry = bins[name]
@@ -277,17 +275,17 @@ def check_payload(path, tensors: dict, meta: dict) -> None:
         return lambda t: t.dtype == torch.uint8 and t.dim() == 1 and t.numel() == (count * bits + 7) // 8
 
     for name, info in meta["layers"].items():
-        module = name.rsplit(".", 1)[0]
+        prefix = pq_prefix(name)
         if info["kind"] == "pq":
             bits = max(1, math.ceil(math.log2(info["k"])))
             count = math.prod(info["codes_shape"])
-            need(module + ".codes", f"{count} codes packed at {bits} bits", packed(count, bits))
+            need(prefix + "codes", f"{count} codes packed at {bits} bits", packed(count, bits))
             shape = [info["groups"], info["k"], info["d"]]
             if "codebook_levels_bits" in info:
                 lb = info["codebook_levels_bits"]
-                need(module + ".codebook", f"{math.prod(shape)} levels packed at {lb} bits", packed(math.prod(shape), lb))
+                need(prefix + "codebook", f"{math.prod(shape)} levels packed at {lb} bits", packed(math.prod(shape), lb))
             else:
-                need(module + ".codebook", f"a float codebook {shape}",
+                need(prefix + "codebook", f"a float codebook {shape}",
                      lambda t: t.is_floating_point() and list(t.shape) == shape)
             continue
         if "values_from" not in info:
@@ -338,23 +336,22 @@ def _build(path, tensors: dict, meta: dict, model: Optional[nn.Module]) -> nn.Mo
         quantize_model(model, q["bits_w"], q["bits_a"], keep_float=others)
     state, skip, levels = {}, set(), {}
     for name, info in meta["layers"].items():
-        module_name = name.rsplit(".", 1)[0]
         if info["kind"] == "pq":
+            module_name, prefix = layer_name(name), pq_prefix(name)
             levels_bits = info.get("codebook_levels_bits")
             if levels_bits is not None:  # set from the levels once the quantiser bounds are loaded
                 shape = info["codebook_shape"]
-                stored = {module_name + ".codes": tensors[module_name + ".codes"],
-                          module_name + ".codebook": torch.zeros(shape)}
-                levels[module_name] = ops.unpack_bits(tensors[module_name + ".codebook"], levels_bits,
+                stored = {prefix + "codes": tensors[prefix + "codes"], prefix + "codebook": torch.zeros(shape)}
+                levels[module_name] = ops.unpack_bits(tensors[prefix + "codebook"], levels_bits,
                                                       math.prod(shape)).reshape(shape)
-                pq = PQWeight.from_tensors(stored, info, prefix=module_name + ".")
+                pq = PQWeight.from_tensors(stored, info, prefix=prefix)
             else:
-                pq = PQWeight.from_tensors(tensors, info, prefix=module_name + ".")
+                pq = PQWeight.from_tensors(tensors, info, prefix=prefix)
             try:
                 install_pq(model, module_name, pq)
             except TypeError as exc:
                 raise io.CompressedFileError(f"{path}: {exc}") from exc
-            skip |= {module_name + ".codes", module_name + ".codebook"}  # held by the new module
+            skip |= {prefix + "codes", prefix + "codebook"}  # held by the new module
         elif info["kind"] == "bins":
             idx = _decode_bins(tensors[name + ".indices"], info)
             values = tensors[info.get("values_from", name) + ".values"]
@@ -408,14 +405,15 @@ def describe(path) -> dict:
 
     owner = {}
     for name, info in meta["layers"].items():
-        module = name.rsplit(".", 1)[0]
+        module = layer_name(name)  # a recurrent matrix is a row of its own
         r = row(module)
         r["shape"], r["weights"] = info["shape"], info["numel"]
         if info["kind"] == "pq":
             r["method"], r["detail"] = "pq", f"d={info['d']} k={info['k']}"
-            owner[module + ".codes"], owner[module + ".codebook"] = (module, "index_bytes"), (module, "codebook_bytes")
+            prefix = pq_prefix(name)
+            owner[prefix + "codes"], owner[prefix + "codebook"] = (module, "index_bytes"), (module, "codebook_bytes")
         else:
-            shared = f", values of {info['values_from'].rsplit('.', 1)[0]}" if "values_from" in info else ""
+            shared = f", values of {layer_name(info['values_from'])}" if "values_from" in info else ""
             codes = ", uint8 codes" if "affine" in info else ""
             r["method"], r["detail"] = "binquant", f"{info['bins']} bins, {info['encoding']}{codes}{shared}"
             owner[name + ".indices"], owner[name + ".values"] = (module, "index_bytes"), (module, "codebook_bytes")

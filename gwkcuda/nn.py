@@ -1,5 +1,5 @@
 """Layers whose weights are product-quantised: trainable codebooks, fixed codes, bias kept."""
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -7,6 +7,8 @@ from torch import nn
 
 from . import ops
 from .pq import PQConfig, PQWeight, pq_quantize
+from .recurrent import install_recurrent_pq, recurrent_pq_weights
+from .weights import is_recurrent_weight
 
 
 class _PQBase(nn.Module):
@@ -129,7 +131,15 @@ def install_pq(model: nn.Module, name: str, pq: PQWeight) -> None:
     """Gives the layer ``name`` of ``model`` the product-quantised weight ``pq``, in place: an EWGS
     layer (QConv2d/QLinear) takes codes and codebook instead of its weight and keeps its
     quantisers; an nn.Linear/nn.Conv2d/nn.Embedding is replaced by a PQLinear/PQConv2d/PQEmbedding
-    with its bias and geometry, on the codebook's device. TypeError for any other kind of layer."""
+    with its bias and geometry, on the codebook's device; a recurrent matrix (a parameter name such
+    as "rnn.weight_ih_l0") becomes codes and codebook inside its nn.LSTM/nn.GRU/nn.RNN (see
+    gwkcuda.recurrent). TypeError for any other kind of layer."""
+    if is_recurrent_weight(name):
+        try:
+            install_recurrent_pq(model, name, pq)
+        except ValueError as exc:
+            raise TypeError(str(exc)) from exc
+        return
     module = model.get_submodule(name)
     if hasattr(module, "use_pq"):
         module.use_pq(pq)
@@ -143,7 +153,24 @@ def install_pq(model: nn.Module, name: str, pq: PQWeight) -> None:
         new = PQEmbedding(pq, module.padding_idx)
     else:
         raise TypeError(f"a PQ weight for {name}, a {type(module).__name__}: only Linear, Conv2d and "
-                        "Embedding layers can be product-quantised")
+                        "Embedding layers and recurrent matrices can be product-quantised")
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new.to(pq.codebook.device))
+
+
+def pq_weights(module: nn.Module) -> Dict[str, PQWeight]:
+    """Local weight name -> PQWeight of every product-quantised weight ``module`` holds itself:
+    {"weight": ...} for a PQLinear/PQConv2d/PQEmbedding or an EWGS layer after use_pq, one entry
+    per compressed matrix for a recurrent module, {} otherwise."""
+    if isinstance(module, _PQBase) or getattr(module, "codebook", None) is not None:
+        return {"weight": module.pq_weight()}
+    return recurrent_pq_weights(module)
+
+
+def pq_prefix(key: str) -> str:
+    """Where a PQ weight's codes and codebook live in a state dict and a model file, from the key
+    of the weight it replaces: "conv.weight" -> "conv." ("conv.codes", "conv.codebook"), a
+    recurrent "rnn.weight_ih_l0" -> "rnn.weight_ih_l0_" ("rnn.weight_ih_l0_codes", ...)."""
+    module, _, local = key.rpartition(".")
+    return (module + "." if module else "") + ("" if local == "weight" else local + "_")

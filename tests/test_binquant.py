@@ -231,8 +231,8 @@ def test_global_allocation_meets_the_budget_in_few_evaluations():
 
 
 def test_global_split_order_prefers_costly_bins_per_weight():
-    unit_a = binquant._Unit([("a", nn.Linear(50, 20))], {})
-    unit_b = binquant._Unit([("b", nn.Linear(50, 20))], {})
+    unit_a = binquant._Unit([("a", nn.Linear(50, 20).weight)], {})
+    unit_b = binquant._Unit([("b", nn.Linear(50, 20).weight)], {})
     fishers = [torch.ones(1000), torch.full((1000,), 100.0)]  # layer b's loss is 100x as sensitive
     order = binquant.global_split_order([unit_a, unit_b], fishers, "midpoint", 8)
     assert [u for u, _, _ in order[:4]] == [1, 1, 1, 1]  # b's bins are refined first
