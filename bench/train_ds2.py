@@ -11,12 +11,11 @@ import os
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ds2_task  # noqa: E402
 from gwkcuda import digit_sequences as ds  # noqa: E402
+from gwkcuda.cliutil import write_json  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 
 
@@ -42,10 +41,7 @@ def main():
            "history": history, "train_seconds": round(sum(history["epoch_seconds"]), 1),
            "eval_seconds": round(time.perf_counter() - start, 1), "machine": machine()}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(row, f, indent=1)
-    os.replace(tmp, args.out)
+    write_json(args.out, row)
     print(json.dumps({k: row[k] for k in ("val", "test", "train_seconds", "parameters", "gru_weights")}))
 
 

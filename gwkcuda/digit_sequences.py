@@ -234,7 +234,7 @@ def train_ctc(model: torch.nn.Module, utterances_for_epoch, *, epochs: int, lr: 
     from pathlib import Path
 
     from .progress import progress
-    from .train import TrainingDiverged, _resume, _save_atomic
+    from .train import TrainingDiverged, _resume, end_epoch
 
     params = list(model.parameters() if params is None else params)
     opt = torch.optim.Adam(params, lr=lr)
@@ -260,11 +260,5 @@ def train_ctc(model: torch.nn.Module, utterances_for_epoch, *, epochs: int, lr: 
             opt.step()
             total += value * len(part)
             count += len(part)
-        sched.step()
-        losses.append(total / max(1, count))
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
-        if checkpoint is not None:
-            _save_atomic({"epoch": epoch, "epochs": epochs, "losses": losses, "model": model.state_dict(),
-                          "optimizer": opt.state_dict(), "schedule": sched.state_dict()}, checkpoint)
+        end_epoch(epoch, epochs, total / max(1, count), losses, model, opt, sched, on_epoch, checkpoint)
     return losses

@@ -173,14 +173,20 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
             opt.step()
             total += value * len(b)
             count += len(b)
-        sched.step()
-        losses.append(total / max(1, count))
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
-        if checkpoint is not None:
-            _save_atomic({"epoch": epoch, "epochs": epochs, "losses": losses, "model": model.state_dict(),
-                          "optimizer": opt.state_dict(), "schedule": sched.state_dict()}, checkpoint)
+        end_epoch(epoch, epochs, total / max(1, count), losses, model, opt, sched, on_epoch, checkpoint)
     return losses
+
+
+def end_epoch(epoch, epochs, mean_loss, losses, model, opt, sched, on_epoch, checkpoint) -> None:
+    """An epoch's close, shared by the training loops: the schedule's step, the loss recorded,
+    on_epoch(epoch, mean_loss), then the checkpoint (if any) written atomically."""
+    sched.step()
+    losses.append(mean_loss)
+    if on_epoch is not None:
+        on_epoch(epoch, mean_loss)
+    if checkpoint is not None:
+        _save_atomic({"epoch": epoch, "epochs": epochs, "losses": losses, "model": model.state_dict(),
+                      "optimizer": opt.state_dict(), "schedule": sched.state_dict()}, checkpoint)
 
 
 def backward_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batches: int,

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gwkcuda import model_file, ops
+from gwkcuda import cli, model_file, ops
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant
 from gwkcuda.gwk import GWKConfig, gwk_compress, plan_layers
 from gwkcuda.weights import compressible_weights, recurrent_weights, skipped_weights
@@ -136,6 +136,15 @@ def test_gwk_product_quantises_every_recurrent_matrix(tmp_path, gate_codebooks):
         assert rows[name]["method"] == "pq" and rows[name]["detail"] == "d=4 k=16"
     # fp32 bytes count the dense matrices the codes replaced
     assert info["fp32_bytes"] == sum(p.numel() * 4 for p in Tagger().state_dict().values())
+
+
+def test_inspect_lists_each_recurrent_matrix(tmp_path, capsys):
+    model, _ = gwk_compress(_trained(), GWKConfig(d=4, k=16, min_weights=64, importance="uniform", iters=3))
+    model_file.save_model(tmp_path / "tagger.gwk", model)
+    assert cli.main(["inspect", str(tmp_path / "tagger.gwk")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in MATRICES:
+        assert sum(line.split()[:1] == [name] or f" {name} " in line for line in lines) == 1, name
 
 
 def test_pq_recurrent_codebooks_train_and_survive_deepcopy():
