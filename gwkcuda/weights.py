@@ -39,11 +39,19 @@ def is_recurrent_weight(name: str) -> bool:
     return last.startswith(("weight_ih_l", "weight_hh_l")) or last in ("weight_ih", "weight_hh")
 
 
+def submodule(model: nn.Module, path: str) -> nn.Module:
+    """model.get_submodule(path), for TorchScript modules too (which do not have it)."""
+    for part in path.split(".") if path else []:
+        model = getattr(model, part)
+    return model
+
+
 def weight_of(model: nn.Module, name: str):
     """The weight tensor a layer name stands for (a module's .weight, or a recurrent parameter)."""
     if is_recurrent_weight(name):
-        return model.get_parameter(name)
-    return model.get_submodule(name).weight
+        module, _, local = name.rpartition(".")
+        return getattr(submodule(model, module), local)
+    return submodule(model, name).weight
 
 
 def parameter_name(name: str) -> str:
@@ -75,7 +83,7 @@ def gates(model: nn.Module, name: str) -> int:
     """Gates stacked along the rows of the recurrent matrix ``name`` (1 for any other layer)."""
     if not is_recurrent_weight(name):
         return 1
-    return GATES.get(module_kind(model.get_submodule(name.rpartition(".")[0])), 1)
+    return GATES.get(module_kind(submodule(model, name.rpartition(".")[0])), 1)
 
 
 def candidate_weights(model: nn.Module, kinds=LAYER_KINDS) -> Tuple[List[Tuple[str, nn.Parameter]], Dict[str, str]]:

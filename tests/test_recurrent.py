@@ -230,3 +230,24 @@ def test_cells_are_compressed_by_both_methods(tmp_path):
     model_file.save_model(tmp_path / "cells-pq.gwk", model)
     with torch.no_grad():
         torch.testing.assert_close(model_file.load_model(tmp_path / "cells-pq.gwk", Cells())(x), model(x), rtol=0, atol=0)
+
+
+def test_torchscript_models_are_reached_through_their_scripted_classes(tmp_path):
+    eager = _trained()
+    scripted = torch.jit.script(copy.deepcopy(eager))
+    assert sorted(n for n, _ in recurrent_weights(scripted)[0]) == sorted(MATRICES)
+    x, _ = _data(seed=1)
+    with torch.no_grad():
+        reference = scripted(x)
+
+    def agreement(m):
+        return float((m(x).argmax(-1) == reference.argmax(-1)).float().mean())
+
+    result = bin_and_quant(scripted, agreement, BinQuantConfig(max_drop=100.0, min_weights=64, layer_sensitivity=False))
+    assert {r.name for r in result.layers if r.edges} >= set(MATRICES)
+    save_binquant(tmp_path / "scripted.gwk", result)
+    fresh = torch.jit.script(copy.deepcopy(eager))  # the weights come from the file
+    model_file.load_model(tmp_path / "scripted.gwk", fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), scripted(x), rtol=0, atol=0)
+        assert not torch.equal(fresh(x), reference)
