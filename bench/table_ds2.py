@@ -4,6 +4,7 @@ each compressed file (bench/exp_ds2.py), error rates on the test utterances.
     python bench/table_ds2.py bench/results/ds2/*.json
 """
 import json
+import statistics
 import sys
 from collections import defaultdict
 
@@ -16,7 +17,8 @@ def settings(d):
     if d["method"] == "binquant":
         return (f"{s['mode']}, {s['allocation']}, {s['values']}, <= {s['max_bins']} bins, budget {s['max_drop']} "
                 f"points on {s['search']} val utterances")
-    return f"importance {s['importance']}, d={s['d']} k={s['k']}" + (", a codebook per gate" if s["gate_codebooks"] else "")
+    return (f"importance {s['importance']}, d={s['d']} k={s['k']}, CTC retraining lr {s['lr']:g}"
+            + (", a codebook per gate" if s["gate_codebooks"] else ""))
 
 
 def by_kind(d):
@@ -34,10 +36,12 @@ def row(d):
         t = d["test"]
         return ["float", f"{d['epochs']} epochs, {d['parameters']:,} parameters ({d['gru_weights']:,} in GRU matrices)",
                 "-", "1x", "1x", "fp32", f"{100 * t['digit_error_rate']:.2f}", f"{100 * t['sequence_accuracy']:.1f}",
-                f"{d['train_seconds']:.0f} (training)"]
+                f"{statistics.median(d['history']['epoch_seconds']):.0f} per epoch (median; {d['train_seconds']:.0f} in all)"]
     f, c = d["float"]["test"], d["compressed"]["test"]
     work = f"{d['evaluations']} evaluations" if d["method"] == "binquant" else f"{d['settings']['epochs']} epochs"
-    return [{"binquant": "Bin & Quant", "gwk": "GWK-PQ"}[d["method"]], settings(d), work,
+    name = "Bin & Quant" if d["method"] == "binquant" else \
+        ("k-means PQ" if d["settings"]["importance"] == "uniform" else "GWK-PQ")
+    return [name, settings(d), work,
             f"{d['ratios']['indices_only']:.2f}x", f"{d['ratios']['all_inclusive']:.2f}x", by_kind(d),
             f"{100 * f['digit_error_rate']:.2f} -> {100 * c['digit_error_rate']:.2f}",
             f"{100 * f['sequence_accuracy']:.1f} -> {100 * c['sequence_accuracy']:.1f}", f"{d['seconds']:.0f}"]
