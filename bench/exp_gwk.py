@@ -9,10 +9,13 @@ fixed, the compressed file, and its accuracy reloaded from the file on all 10,00
 Each arm writes ``<out>/<method>_d<d>_k<k>_s<seed>.json`` (the pipeline's report plus the full
 test split accuracies, the shared phases' settings and the machine); bench/table_gwk.py turns
 them into the README tables. The shared phases checkpoint into --workdir, so a second invocation
-with more arms (or after a kill) reuses them.
+with more arms (or after a kill) reuses them. ``--distill ALPHA`` adds knowledge distillation from
+the float model to the QAT and fine-tuning phases (a QAT run and arm names of their own,
+``..._kd<alpha>t<T>``).
 """
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -53,8 +56,16 @@ def main():
     ap.add_argument("--tag", default="", help="suffix of the arms' names (JSON files and checkpoints)")
     ap.add_argument("--float16", action="store_true", help="store float tensors as float16")
     ap.add_argument("--fold-batchnorm", action="store_true", help="store batch norms as scale and shift")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="weight alpha in [0, 1] of knowledge distillation from the float model during QAT and "
+                         "fine-tuning (0: cross-entropy alone)")
+    ap.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (> 0)")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
     args = ap.parse_args()
+    if not 0 <= args.distill <= 1:
+        ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        ap.error(f"--temperature: expected a finite number > 0, got {args.temperature}")
     root = args.data_root
     checkpoint = args.checkpoint or os.path.join(root or "../shared/data", "pretrained", "resnet20-12fca82f.th")
     os.makedirs(args.out, exist_ok=True)
@@ -69,9 +80,11 @@ def main():
     print(f"float: {100 * float_full:.2f}% on all 10,000 test images ({time.perf_counter() - started:.0f} s)",
           flush=True)
     qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs)
-    qat_dir = os.path.join(args.workdir, "qat")
+    distill = train.Distillation(fmodel, args.distill, args.temperature) if args.distill else None
+    kd_tag = f"_kd{args.distill:g}t{args.temperature:g}" if distill else ""
+    qat_dir = os.path.join(args.workdir, "qat" + kd_tag)  # a distilled QAT is a run of its own
     os.makedirs(qat_dir, exist_ok=True)
-    after_qat = pipelines.run_qat(fmodel, task, qat, seed=0, workdir=qat_dir, show_progress=show)
+    after_qat = pipelines.run_qat(fmodel, task, qat, seed=0, workdir=qat_dir, show_progress=show, distill=distill)
     qat_full = train.accuracy(after_qat[0].eval(), task.x_test, task.y_test)
     print(f"EWGS QAT W{args.bits}A{args.bits}: {100 * qat_full:.2f}% on all 10,000 test images "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
@@ -83,14 +96,14 @@ def main():
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     flags = " --float16" * args.float16 + " --fold-batchnorm" * args.fold_batchnorm
     for method, d, k, seed in args.arms:
-        name = f"{method}_d{d}_k{k}_s{seed}{args.tag}"
+        name = f"{method}_d{d}_k{k}_s{seed}{kd_tag}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
                            calib_batches=args.calib_batches, seed=seed)
         out_file = os.path.join(args.workdir, name + ".gwk")
         report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr,
                                    qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),
-                                   show_progress=show)
+                                   show_progress=show, distill=distill)
         reloaded = model_file.load_model(out_file).eval()
         report.update({
             "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test),
@@ -102,6 +115,7 @@ def main():
                                    f"--bits {args.bits} --qat-epochs {args.qat_epochs} --epochs {args.epochs} "
                                    f"--finetune-images {args.finetune_images} --lr {args.lr} "
                                    f"--calib-batches {args.calib_batches}{flags}" + (f" --tag {args.tag}" if args.tag else "")
+                                   + (f" --distill {args.distill:g} --temperature {args.temperature:g}" if distill else "")
                                    + f" --arms {method}:{d}:{k}:{seed}")},
             "machine": machine(), "arm_seconds": time.perf_counter() - arm_started})
         write_json(os.path.join(args.out, name + ".json"), report)

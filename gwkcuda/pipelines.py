@@ -179,10 +179,11 @@ def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
 
 
 def run_qat(model: nn.Module, task: Task, qat: QATConfig, *, seed: int = 0, batch: int = 64,
-            workdir=None, device="cpu", show_progress: bool = False):
+            workdir=None, device="cpu", show_progress: bool = False, distill: Optional[train.Distillation] = None):
     """EWGS quantisation-aware training of a copy of the float ``model`` -> (quantised model,
     details {qat_losses, accuracy_after_qat, deltas}). Several run_gwk arms can share one result
-    (``after_qat``). workdir: per-epoch checkpoints (qat.pt), resumable as in run_gwk."""
+    (``after_qat``). workdir: per-epoch checkpoints (qat.pt), resumable as in run_gwk. distill:
+    knowledge distillation from a teacher during the QAT epochs (train.Distillation)."""
     from . import ewgs
 
     model = copy.deepcopy(model).to(device)
@@ -207,7 +208,8 @@ def run_qat(model: nn.Module, task: Task, qat: QATConfig, *, seed: int = 0, batc
         model, task.x_train, task.y_train, epochs=qat.epochs, lr=qat.lr, batch=batch,
         params=_param_groups(model, qat.lr, qat.quantizer_lr), augment=task.augment, seed=seed,
         device=device, show_progress=show_progress, desc=f"EWGS QAT W{qat.bits}A{qat.bits}",
-        checkpoint=Path(workdir) / "qat.pt" if workdir is not None else None, on_epoch=refresh_delta)}
+        checkpoint=Path(workdir) / "qat.pt" if workdir is not None else None, on_epoch=refresh_delta,
+        distill=distill)}
     xr, yr, _ = task.report_half()
     details["accuracy_after_qat"] = train.accuracy(model, xr, yr, device=device)
     details["deltas"] = {n: [float(m.delta_w), float(m.delta_a)] for n, m in ewgs.quantized_layers(model)}
@@ -216,12 +218,14 @@ def run_qat(model: nn.Module, task: Task, qat: QATConfig, *, seed: int = 0, batc
 
 def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int = 5,
             lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, after_qat=None,
-            storage: Optional[dict] = None, workdir=None, device="cpu", show_progress: bool = False) -> dict:
+            storage: Optional[dict] = None, workdir=None, device="cpu", show_progress: bool = False,
+            distill: Optional[train.Distillation] = None) -> dict:
     """The GWK chain on a copy of the float ``model``: [EWGS QAT] -> GWK-PQ (or plain k-means with
     importance "uniform") of the (latent) weights -> ``epochs`` of fine-tuning with codes fixed
     (codebooks, batch norm, biases, float layers, and quantiser parameters at qat.quantizer_lr);
     writes ``out`` (storage: model_file.save_model's float_dtype and fold_batchnorm) and returns
-    the report.
+    the report. distill: knowledge distillation from a teacher (say the float model) during the
+    fine-tuning (train.Distillation; pass the same to run_qat for the QAT phase).
 
     after_qat: the (model, details) run_qat returned for this ``model`` and ``qat``, to share one
     QAT run among arms that differ from the clustering on (None: run it here).
@@ -257,12 +261,13 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch,
         params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 1,
         device=device, show_progress=show_progress, desc="codebook fine-tuning",
-        checkpoint=workdir / "finetune.pt" if workdir else None)
+        checkpoint=workdir / "finetune.pt" if workdir else None, distill=distill)
     details["float_layers"] = gwk_report["float_layers"]
     method = "kmeans" if config.importance == "uniform" else "gwk"
     info = model_file.save_model(out, model, arch=task.arch, meta={"method": method}, **(storage or {}))
     settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch, "storage": storage or {},
-                "qat": dataclasses.asdict(qat) if qat is not None else None}
+                "qat": dataclasses.asdict(qat) if qat is not None else None,
+                "distill": distill.settings() if distill is not None else None}
     report = _header(method, task, device, settings)
     report["details"] = details
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)

@@ -1,5 +1,6 @@
 """Training and evaluation loops shared by the pipelines, the CLI and the demo (tensors in memory,
 mini-batches moved to the device one at a time)."""
+import copy
 import math
 import os
 from pathlib import Path
@@ -118,12 +119,46 @@ def _resume(checkpoint: Path, device, epochs: int, model, opt, sched):
                          f"({first}); remove it or run without --resume") from exc
 
 
+class Distillation:
+    """Knowledge distillation (Hinton et al. 2015) during retraining: the loss on a batch is
+    (1 - alpha) * cross-entropy(student, labels) + alpha * T^2 * KL(softmax(teacher / T) ||
+    softmax(student / T)), the teacher (say the float or QAT model) in eval mode without
+    gradients, on the same augmented batch. alpha in [0, 1]; temperature T > 0."""
+
+    def __init__(self, teacher: nn.Module, alpha: float = 0.5, temperature: float = 4.0):
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"Distillation: expected a teacher nn.Module, got {type(teacher).__name__}")
+        if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
+            raise ValueError(f"Distillation: expected alpha in [0, 1], got {alpha!r}")
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"Distillation: expected temperature a finite number > 0, got {temperature!r}")
+        # A frozen copy: the caller's model (often the one the student was copied from) is untouched.
+        self.teacher = copy.deepcopy(teacher).eval().requires_grad_(False)
+        self.alpha, self.temperature = float(alpha), float(temperature)
+
+    def settings(self) -> dict:
+        return {"alpha": self.alpha, "temperature": self.temperature}
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """logits [B, C] of the student on inputs, labels [B] -> the scalar loss."""
+        with torch.no_grad():
+            target = self.teacher.eval()(inputs)
+        if target.shape != logits.shape:
+            raise ValueError(f"Distillation: the teacher gave {list(target.shape)} logits, the student "
+                             f"{list(logits.shape)}")
+        T = self.temperature
+        soft = F.kl_div(F.log_softmax(logits / T, -1), F.log_softmax(target / T, -1), log_target=True,
+                        reduction="batchmean") * T * T
+        return (1 - self.alpha) * F.cross_entropy(logits, labels) + self.alpha * soft
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 1e-3,
           batch: int = 64, weight_decay: float = 0.0, params: Optional[Iterable] = None,
           augment: Optional[Callable] = None, seed: int = 0, device="cpu",
           show_progress: bool = False, desc: str = "train",
           checkpoint: Optional[os.PathLike] = None,
-          on_epoch: Optional[Callable[[int, float], None]] = None, shard=(0, 1)) -> list:
+          on_epoch: Optional[Callable[[int, float], None]] = None, shard=(0, 1),
+          distill: Optional["Distillation"] = None) -> list:
     """Adam with a cosine schedule over ``epochs`` on (x, y); returns the mean loss per epoch.
 
     params: the parameters (or Adam parameter groups, each with its own lr) to train; default all
@@ -134,7 +169,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     epoch and ends exactly as an uninterrupted run. on_epoch(epoch, mean_loss) runs after each
     epoch, before the checkpoint is written. shard=(rank, world): this process trains on the rows
     rank, rank + world, ... of every batch, the batch cut to a multiple of world (data parallel;
-    see gwkcuda.distributed.train_ddp).
+    see gwkcuda.distributed.train_ddp). distill: knowledge distillation from a teacher on every
+    (augmented) batch (see :class:`Distillation`); None: cross-entropy alone.
     Raises TrainingDiverged at the first non-finite loss (before its step, so no NaN reaches the
     weights or a checkpoint), and ValueError if ``checkpoint`` exists but is not of this run.
     """
@@ -162,7 +198,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
             xb = x[b]
             if augment is not None:
                 xb = augment(xb, gen)
-            loss = F.cross_entropy(model(xb.to(device)), y[b].to(device))
+            xb, yb = xb.to(device), y[b].to(device)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb) if distill is None else distill.loss(logits, yb, xb)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingDiverged(f"{desc} diverged: loss {value} at epoch {epoch + 1}, batch "
