@@ -31,8 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gwkcuda import digit_sequences as ds  # noqa: E402
-from gwkcuda import model_file  # noqa: E402
+from gwkcuda import data, model_file  # noqa: E402
 from gwkcuda.binquant import BinQuantConfig, bin_and_quant, save_binquant  # noqa: E402
 from gwkcuda.cliutil import write_json  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
@@ -52,7 +51,7 @@ def silero_jit_path() -> Path:
 def clips(lo: int, hi: int, seed: int, count: int) -> torch.Tensor:
     """``count`` FSDD recordings with index in [lo, hi) (a seeded draw), each between two silences,
     padded to one length: [count, samples] at 8 kHz (a whole number of chunks)."""
-    rec = ds.fsdd_audio()
+    rec = data.fsdd_recordings()
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero((rec["index"] >= lo) & (rec["index"] < hi))
     out = []

@@ -30,8 +30,7 @@ from torch import nn
 from . import model_file
 from .importance import check_samples, fisher_of_samples
 from .progress import progress
-from .weights import (compressible_weights, is_recurrent_weight, module_kind, parameter_name, skipped_weights,
-                      submodule, weight_of)
+from .weights import compressible_weights, module_kind, owner, parameter_name, skipped_weights, weight_of
 
 
 @dataclass
@@ -302,8 +301,7 @@ def _units(model, config):
         return [[nw] for nw in layers]
     kinds = {}
     for name, w in layers:
-        module = name.rpartition(".")[0] if is_recurrent_weight(name) else name
-        kinds.setdefault(module_kind(submodule(model, module)), []).append((name, w))
+        kinds.setdefault(module_kind(owner(model, name)), []).append((name, w))
     return sorted(kinds.values(), key=lambda u: -sum(w.numel() for _, w in u))
 
 

@@ -160,6 +160,36 @@ FSDD_FRAMES = 64  # 64 hops of 128 samples: about one second
 FSDD_SPLITS = {"train": (5, 50), "test": (0, 5), "train-fit": (10, 50), "train-val": (5, 10)}
 
 
+def fsdd_recordings(root=None):
+    """Every FSDD recording as float32 audio in [-1, 1]: dict of "audio" [total samples] (all
+    recordings end to end, sorted by file name), "offsets" [3001], "digit", "speaker" (an int per
+    speaker, by sorted name) and "index" [3000]. Decoded once, cached."""
+    archive = _require(Path(root or data_root()) / "fsdd-recordings.tar.gz", "FSDD archive", root)
+
+    def build():
+        recordings = []
+        with tarfile.open(archive, "r|gz") as tar:  # one stream; sorted afterwards
+            for m in tar:
+                if m.isfile() and m.name.endswith(".wav"):
+                    recordings.append((Path(m.name).stem, tar.extractfile(m).read()))
+        recordings.sort()
+        speakers = sorted({stem.split("_")[1] for stem, _ in recordings})
+        audio, meta = [], []
+        for stem, blob in recordings:
+            digit, speaker, index = stem.split("_")
+            with wave.open(_io.BytesIO(blob)) as w:
+                raw, width = w.readframes(w.getnframes()), w.getsampwidth()
+            a = np.frombuffer(raw, dtype={1: np.uint8, 2: "<i2"}[width]).astype(np.float32)
+            audio.append((a - 128) / 128 if width == 1 else a / 32768)
+            meta.append((int(digit), speakers.index(speaker), int(index)))
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in audio])]).astype(np.int64)
+        m = np.asarray(meta, dtype=np.int64)
+        return {"audio": np.concatenate(audio), "offsets": offsets,
+                "digit": m[:, 0], "speaker": m[:, 1], "index": m[:, 2]}
+
+    return _cached("fsdd-audio-v1", archive, build)
+
+
 def fsdd(split: str = "train", root=None):
     """Free Spoken Digit Dataset as log-spectrograms: (x float32 [N, 1, 129, 64], labels [N]).
 
@@ -173,29 +203,15 @@ def fsdd(split: str = "train", root=None):
     archive = _require(Path(root or data_root()) / "fsdd-recordings.tar.gz", "FSDD archive", root)
 
     def build():
-        out = {"x": [], "y": [], "index": []}
+        rec = fsdd_recordings(root)
         window = torch.hann_window(256)
-        recordings = []
-        with tarfile.open(archive, "r|gz") as tar:  # one stream; sorted afterwards
-            for m in tar:
-                if m.isfile() and m.name.endswith(".wav"):
-                    recordings.append((m.name, tar.extractfile(m).read()))
-        for name, blob in sorted(recordings):
-                digit, _, index = Path(name).stem.split("_")
-                with wave.open(_io.BytesIO(blob)) as w:
-                    raw = w.readframes(w.getnframes())
-                    width = w.getsampwidth()
-                audio = np.frombuffer(raw, dtype={1: np.uint8, 2: "<i2"}[width]).astype(np.float32)
-                audio = (audio - 128) / 128 if width == 1 else audio / 32768
-                spec = torch.stft(torch.from_numpy(audio), 256, 128, window=window,
-                                  return_complex=True).abs().log1p()
-                frames = spec[:, :FSDD_FRAMES]
-                frames = torch.nn.functional.pad(frames, (0, FSDD_FRAMES - frames.shape[1]))
-                out["x"].append(frames.numpy())
-                out["y"].append(int(digit))
-                out["index"].append(int(index))
-        return {k: np.stack(v).astype(np.float32) if k == "x" else np.asarray(v, dtype=np.int64)
-                for k, v in out.items()}
+        x = []
+        for a, b in zip(rec["offsets"][:-1], rec["offsets"][1:]):
+            spec = torch.stft(torch.from_numpy(rec["audio"][a:b]), 256, 128, window=window,
+                              return_complex=True).abs().log1p()
+            frames = spec[:, :FSDD_FRAMES]
+            x.append(torch.nn.functional.pad(frames, (0, FSDD_FRAMES - frames.shape[1])).numpy())
+        return {"x": np.stack(x).astype(np.float32), "y": rec["digit"], "index": rec["index"]}
 
     arrays = _cached("fsdd-v2", archive, build)
     lo, hi = FSDD_SPLITS[split]

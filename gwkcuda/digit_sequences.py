@@ -13,9 +13,7 @@ Metrics: greedy CTC decoding (best path, repeats merged, blanks dropped); the di
 the edit distance summed over utterances over the reference digits summed; sequence accuracy is
 the fraction of utterances decoded exactly.
 """
-import io as _io
-import tarfile
-import wave
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -24,6 +22,8 @@ import numpy as np
 import torch
 
 from . import data
+from .progress import progress
+from .train import TrainingDiverged, _resume, end_epoch
 
 BLANK = 10  # CTC blank; classes 0-9 are the digits
 NUM_CLASSES = 11
@@ -32,42 +32,12 @@ MIN_DIGITS, MAX_DIGITS = 2, 7
 N_FFT, HOP = 256, 128  # as the single-digit FSDD features: 129 bins, 62.5 frames per second
 
 
-def fsdd_audio(root=None):
-    """Every FSDD recording as float32 audio in [-1, 1]: dict of "audio" [total samples] (all
-    recordings end to end, sorted by file name), "offsets" [3001], "digit", "speaker" (an int per
-    speaker, by sorted name) and "index" [3000]. Decoded once, cached."""
-    archive = data._require(Path(root or data.data_root()) / "fsdd-recordings.tar.gz", "FSDD archive", root)
-
-    def build():
-        recordings = []
-        with tarfile.open(archive, "r|gz") as tar:  # one stream; sorted afterwards
-            for m in tar:
-                if m.isfile() and m.name.endswith(".wav"):
-                    recordings.append((Path(m.name).stem, tar.extractfile(m).read()))
-        recordings.sort()
-        speakers = sorted({stem.split("_")[1] for stem, _ in recordings})
-        audio, meta = [], []
-        for stem, blob in recordings:
-            digit, speaker, index = stem.split("_")
-            with wave.open(_io.BytesIO(blob)) as w:
-                raw, width = w.readframes(w.getnframes()), w.getsampwidth()
-            a = np.frombuffer(raw, dtype={1: np.uint8, 2: "<i2"}[width]).astype(np.float32)
-            audio.append((a - 128) / 128 if width == 1 else a / 32768)
-            meta.append((int(digit), speakers.index(speaker), int(index)))
-        offsets = np.concatenate([[0], np.cumsum([len(a) for a in audio])]).astype(np.int64)
-        m = np.asarray(meta, dtype=np.int64)
-        return {"audio": np.concatenate(audio), "offsets": offsets,
-                "digit": m[:, 0], "speaker": m[:, 1], "index": m[:, 2]}
-
-    return data._cached("fsdd-audio-v1", archive, build)
-
-
 @dataclass
 class Utterances:
     """A batch-ready set of utterances: features [N, 129, T_max] (log-spectrogram, zero past each
     length), lengths [N] (frames), targets [sum of target_lengths] (digits, concatenated, as
     torch.nn.functional.ctc_loss takes them), target_lengths [N], and the recordings used
-    (recordings[i]: their positions in fsdd_audio's order)."""
+    (recordings[i]: their positions in data.fsdd_recordings' order)."""
     features: torch.Tensor
     lengths: torch.Tensor
     targets: torch.Tensor
@@ -105,7 +75,7 @@ def connected_digits(split: str, count: int, seed: int = 0, root=None) -> Uttera
         raise ValueError(f"connected_digits: expected split one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"connected_digits: expected count an int >= 1, got {count!r}")
-    rec = fsdd_audio(root)
+    rec = data.fsdd_recordings(root)
     lo, hi = SPLITS[split]
     pool = np.flatnonzero((rec["index"] >= lo) & (rec["index"] < hi))
     rng = np.random.default_rng([seed, lo, hi])
@@ -230,12 +200,6 @@ def train_ctc(model: torch.nn.Module, utterances_for_epoch, *, epochs: int, lr: 
     checkpoint, on_epoch(epoch, mean_loss): as gwkcuda.train.train (a killed run resumes after
     its last finished epoch and ends as an uninterrupted one). Raises TrainingDiverged at the
     first non-finite loss, before its step."""
-    import math
-    from pathlib import Path
-
-    from .progress import progress
-    from .train import TrainingDiverged, _resume, end_epoch
-
     params = list(model.parameters() if params is None else params)
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))

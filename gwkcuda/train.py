@@ -142,7 +142,7 @@ class Distillation:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """logits [B, C] of the student on inputs, labels [B] -> the scalar loss."""
         with torch.no_grad():
-            target = self.teacher.eval()(inputs)
+            target = self.teacher(inputs)  # a private copy, in eval mode since __init__
         if target.shape != logits.shape:
             raise ValueError(f"Distillation: the teacher gave {list(target.shape)} logits, the student "
                              f"{list(logits.shape)}")

@@ -48,10 +48,7 @@ def submodule(model: nn.Module, path: str) -> nn.Module:
 
 def weight_of(model: nn.Module, name: str):
     """The weight tensor a layer name stands for (a module's .weight, or a recurrent parameter)."""
-    if is_recurrent_weight(name):
-        module, _, local = name.rpartition(".")
-        return getattr(submodule(model, module), local)
-    return submodule(model, name).weight
+    return getattr(owner(model, name), name.rpartition(".")[2] if is_recurrent_weight(name) else "weight")
 
 
 def parameter_name(name: str) -> str:
@@ -79,11 +76,16 @@ def recurrent_weights(model: nn.Module) -> Tuple[List[Tuple[str, nn.Parameter]],
     return found, skipped
 
 
+def owner(model: nn.Module, name: str) -> nn.Module:
+    """The module holding the weight a layer name stands for (a recurrent matrix's LSTM/GRU/RNN)."""
+    return submodule(model, name.rpartition(".")[0] if is_recurrent_weight(name) else name)
+
+
 def gates(model: nn.Module, name: str) -> int:
     """Gates stacked along the rows of the recurrent matrix ``name`` (1 for any other layer)."""
     if not is_recurrent_weight(name):
         return 1
-    return GATES.get(module_kind(submodule(model, name.rpartition(".")[0])), 1)
+    return GATES.get(module_kind(owner(model, name)), 1)
 
 
 def candidate_weights(model: nn.Module, kinds=LAYER_KINDS) -> Tuple[List[Tuple[str, nn.Parameter]], Dict[str, str]]:

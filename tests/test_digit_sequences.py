@@ -77,7 +77,7 @@ def test_compressed_ds2_rebuilds_from_its_file_alone(tmp_path):
 
 @needs_fsdd
 def test_connected_digits_are_seeded_and_keep_the_splits_apart():
-    rec = ds.fsdd_audio()
+    rec = data.fsdd_recordings()
     assert len(rec["index"]) == 3000 and len(rec["offsets"]) == 3001
     a, b = ds.connected_digits("test", 20, seed=5), ds.connected_digits("test", 20, seed=5)
     assert torch.equal(a.features, b.features) and a.recordings == b.recordings
