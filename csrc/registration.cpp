@@ -53,6 +53,23 @@ TORCH_LIBRARY(gwkcuda, m) {
   m.def("kmeans1d_optimal(Tensor x, Tensor? weight, int k, Tensor? lengths=None) -> (Tensor centroids, "
         "Tensor labels, Tensor inertia)");
 
+  // Lloyd's k-means of scalar points over points sorted once (math: core/kmeans1d_sorted.h): the
+  // same iteration as gwk_lloyd_step at d = 1, in O(k log N) per problem after the sort.
+  // kmeans1d_sort: x [B, N] (or [B, N, 1]) finite, weight [B, N] finite and >= 0, or None -> the
+  // sorted state: xs [B, N] ascending, order int32 [B, N] (xs[b, t] = x[b, order[b, t]]), heads
+  // [B, ceil(N / 16)] (xs[:, ::16]), prefix float64 [B, ceil(N / 16) + 1, 5] (block prefix sums),
+  // shift float64 [B].
+  m.def("kmeans1d_sort(Tensor x, Tensor? weight) -> (Tensor xs, Tensor order, Tensor heads, Tensor prefix, Tensor shift)");
+  // One iteration from centroids [B, k, 1] (weight: the one given to kmeans1d_sort, in xs' dtype):
+  // (new_centroids [B, k, 1], cluster_weight [B, k]), as gwk_lloyd_step gives them (the same
+  // assignment rule; a cluster of zero weight keeps its centroid).
+  m.def("gwk_lloyd_step_sorted(Tensor xs, Tensor order, Tensor heads, Tensor? weight, Tensor prefix, Tensor shift, "
+        "Tensor centroids) -> (Tensor new_centroids, Tensor cluster_weight)");
+  // The nearest of centroids [B, k, 1] for every point, written into labels (int64 or int32 [B, N],
+  // by original point index); returns the inertia [B] (sum of weight * squared distance).
+  m.def("kmeans1d_sorted_assign(Tensor xs, Tensor order, Tensor heads, Tensor? weight, Tensor centroids, "
+        "Tensor(a!) labels) -> Tensor");
+
   // Bin & Quant indices stored as canonical Huffman code words (gwkcuda/huffman.py): the first
   // `numel` symbols of `stream` (uint8) under the code given by its lengths per symbol (int64
   // [bins], 0 for unused symbols; a prefix code, lengths <= 48), as int32 [numel]. CPU only.
@@ -65,7 +82,8 @@ TORCH_LIBRARY(gwkcuda, m) {
 // also covers gwk_lloyd_step_into, whose labels argument is written in place.
 TORCH_LIBRARY_IMPL(gwkcuda, Autograd, m) {
   for (const char* op :
-       {"kmeans_assign", "cluster_reduce", "gwk_lloyd_step", "gwk_lloyd_step_into", "kmeans1d_optimal"})
+       {"kmeans_assign", "cluster_reduce", "gwk_lloyd_step", "gwk_lloyd_step_into", "kmeans1d_optimal",
+        "kmeans1d_sort", "gwk_lloyd_step_sorted", "kmeans1d_sorted_assign"})
     m.impl(op, torch::autograd::autogradNotImplementedFallback());
 }
 

@@ -80,7 +80,8 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
                     iters: int = 50, tol: float = 1e-4,
                     init: Union[str, torch.Tensor] = "kmeans++", seed: int = 0,
                     lengths: Optional[Union[torch.Tensor, Sequence[int]]] = None,
-                    show_progress: bool = False, labels_dtype: torch.dtype = torch.int64) -> KMeansResult:
+                    show_progress: bool = False, labels_dtype: torch.dtype = torch.int64,
+                    algorithm: str = "auto") -> KMeansResult:
     """Weighted k-means (Lloyd) of one problem or a batch of B problems.
 
     Args:
@@ -98,6 +99,10 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
         show_progress: a progress bar over the Lloyd iterations.
         labels_dtype: torch.int64, or torch.int32 to halve the largest work array (labels are
             the k-means' only array of a layer's size besides x and weight).
+        algorithm: how a Lloyd iteration is computed, never what it computes: "lloyd" (a pass
+            over the points, O(N k d)); "sorted" (d = 1 only: the points sorted once, then
+            O(k log N) per iteration, ops.gwk_lloyd_step_sorted; 11 more bytes per point); "auto"
+            (the default): "sorted" for scalar points, else "lloyd".
     Returns:
         KMeansResult(centroids, labels (in labels_dtype), inertia, n_iter); batch dimension as in x.
     """
@@ -113,6 +118,8 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
         raise ValueError(f"weighted_kmeans: expected tol >= 0, got {tol!r}")
     padded = valid is not None
     _check_points(xb, valid, acc, batched)
+    if padded:  # padding may hold anything (NaN too): zeros of weight zero never move a centroid
+        xb = torch.where(valid[..., None].to(x.device), xb, torch.zeros((), dtype=xb.dtype, device=x.device))
     w = _effective_weight(weight, batched, B, N, valid, acc, x.device)
 
     if isinstance(init, str):
@@ -128,16 +135,37 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
     if labels_dtype not in (torch.int64, torch.int32):
         raise ValueError(f"weighted_kmeans: expected labels_dtype torch.int64 or torch.int32, got {labels_dtype}")
     labels = torch.empty(B, N, dtype=labels_dtype, device=x.device)  # reused by every iteration
+    if algorithm not in ("auto", "lloyd", "sorted"):
+        raise ValueError(f"weighted_kmeans: expected algorithm 'auto', 'lloyd' or 'sorted', got {algorithm!r}")
+    if algorithm == "sorted" and d != 1:
+        raise ValueError(f"weighted_kmeans: algorithm 'sorted' clusters scalar points (d = 1), got d = {d}")
+    if d == 1 and algorithm != "lloyd":
+        # Sorted once, each iteration is O(k log N) per problem instead of O(N k); the same
+        # assignments and centroids (to float rounding of the sums).
+        w = w.contiguous()
+        state = ops.kmeans1d_sort(xb[..., 0].to(acc), w)
+        def step(c):
+            return ops.gwk_lloyd_step_sorted(state, w, c)
+
+        def final(c):
+            return ops.kmeans1d_sorted_assign(state, w, c, labels)
+    else:
+        def step(c):
+            new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, c, labels_out=labels)
+            return new, cluster_weight
+
+        def final(c):
+            return _final_assignment(xb, w, c, labels)
     n_iter = 0
     for it in progress(range(iters), show_progress, desc=f"k-means ({B} x {N} x {d}, k={k})", unit="it", leave=False):
-        new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, centroids, labels_out=labels)
+        new, cluster_weight = step(centroids)
         _split_empty_clusters(new, cluster_weight, scale, seed, it)
         shift = ((new - centroids) ** 2).sum((1, 2))
         centroids = new
         n_iter = it + 1
         if bool((shift <= thresholds).all()):
             break
-    inertia = _final_assignment(xb, w, centroids, labels)
+    inertia = final(centroids)
     if padded:
         labels.masked_fill_(~valid.to(x.device), -1)
     if not batched:

@@ -3,6 +3,8 @@
 The ops themselves are defined and implemented in C++ (csrc/); only what torch.compile needs is
 registered here, with checks that mirror the C++ ones.
 """
+from typing import NamedTuple
+
 import torch
 
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.gwkcuda.*)
@@ -194,6 +196,86 @@ def _kmeans1d_optimal_fake(x, weight, k, lengths=None):
     acc = accumulate_dtype(x.dtype)
     B, N = x.shape
     return x.new_empty((B, k), dtype=acc), x.new_empty((B, N), dtype=torch.int64), x.new_empty((B,), dtype=acc)
+
+
+class SortedPoints(NamedTuple):
+    """Scalar points sorted once for :func:`gwk_lloyd_step_sorted` (made by :func:`kmeans1d_sort`):
+    xs [B, N] ascending; order int32 [B, N] with xs[b, t] = x[b, order[b, t]]; heads [B, ceil(N/16)]
+    = xs[:, ::16]; prefix float64 [B, ceil(N/16) + 1, 5] (block prefix sums of the weights and
+    weighted points, csrc/core/kmeans1d_sorted.h); shift float64 [B]."""
+    xs: torch.Tensor
+    order: torch.Tensor
+    heads: torch.Tensor
+    prefix: torch.Tensor
+    shift: torch.Tensor
+
+
+def kmeans1d_sort(x: torch.Tensor, weight) -> SortedPoints:
+    """Sorts B problems of scalar points once, for Lloyd iterations in O(k log N) each.
+
+    Args:
+        x: [B, N] or [B, N, 1] float, finite (float16/bfloat16 computed in float32).
+        weight: [B, N] finite and >= 0, or None (1 each).
+    Returns:
+        SortedPoints, in x's accumulation dtype (float32, or float64 for float64 x). Pass the
+        same weight, cast to that dtype and contiguous, to the ops that take the state.
+    """
+    return SortedPoints(*torch.ops.gwkcuda.kmeans1d_sort.default(x, weight))
+
+
+def gwk_lloyd_step_sorted(points: SortedPoints, weight, centroids: torch.Tensor):
+    """One gradient-weighted Lloyd iteration of scalar points, from their sorted state: the same
+    assignment rule and update as :func:`gwk_lloyd_step` at d = 1 (to float rounding of the sums).
+
+    Args:
+        points: from :func:`kmeans1d_sort`; weight: the weight given to it, in xs' dtype and
+            contiguous, or None; centroids: [B, k, 1].
+    Returns:
+        (new_centroids [B, k, 1], cluster_weight [B, k]); a cluster of zero total weight keeps its
+        centroid.
+    """
+    xs, order, heads, prefix, shift = points
+    return torch.ops.gwkcuda.gwk_lloyd_step_sorted.default(xs, order, heads, weight, prefix, shift, centroids)
+
+
+def kmeans1d_sorted_assign(points: SortedPoints, weight, centroids: torch.Tensor, labels: torch.Tensor):
+    """The nearest of centroids [B, k, 1] for every point (ties to the lowest index), written into
+    ``labels`` (contiguous int64 or int32 [B, N], in the caller's point order); returns the
+    inertia [B] (sum of weight * squared distance)."""
+    return torch.ops.gwkcuda.kmeans1d_sorted_assign.default(points.xs, points.order, points.heads, weight,
+                                                            centroids, labels)
+
+
+def _sorted_blocks(n):
+    return (n + 15) // 16
+
+
+@torch.library.register_fake("gwkcuda::kmeans1d_sort")
+def _kmeans1d_sort_fake(x, weight):
+    _check_devices("kmeans1d_sort", x, weight=weight)
+    torch._check(x.dim() == 2 or (x.dim() == 3 and x.shape[2] == 1),
+                 lambda: f"kmeans1d_sort: expected scalar points x of shape [B, N] or [B, N, 1], got {tuple(x.shape)}")
+    B, N = x.shape[:2]
+    acc = accumulate_dtype(x.dtype)
+    blocks = _sorted_blocks(N)
+    return (x.new_empty((B, N), dtype=acc), x.new_empty((B, N), dtype=torch.int32),
+            x.new_empty((B, blocks), dtype=acc), x.new_empty((B, blocks + 1, 5), dtype=torch.float64),
+            x.new_empty((B,), dtype=torch.float64))
+
+
+@torch.library.register_fake("gwkcuda::gwk_lloyd_step_sorted")
+def _gwk_lloyd_step_sorted_fake(xs, order, heads, weight, prefix, shift, centroids):
+    _check_devices("gwk_lloyd_step_sorted", xs, order=order, heads=heads, weight=weight, prefix=prefix, shift=shift,
+                   centroids=centroids)
+    B, k = centroids.shape[:2]
+    return xs.new_empty((B, k, 1)), xs.new_empty((B, k))
+
+
+@torch.library.register_fake("gwkcuda::kmeans1d_sorted_assign")
+def _kmeans1d_sorted_assign_fake(xs, order, heads, weight, centroids, labels):
+    _check_devices("kmeans1d_sorted_assign", xs, order=order, heads=heads, weight=weight, centroids=centroids,
+                   labels=labels)
+    return xs.new_empty((xs.shape[0],))
 
 
 # --- product-quantised weights -------------------------------------------------------------------
