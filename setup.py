@@ -78,7 +78,9 @@ def _extension():
     # -fopenmp: at::parallel_for is an OpenMP pragma in a header; without the flag it runs serially.
     # -Wno-psabi: the 64-byte SIMD vectors of the CPU k-means tiles make GCC note an ABI change of
     # GCC 4.6, irrelevant to functions that never cross a library boundary.
-    cxx_flags = ["-O3", "-fopenmp", "-Wno-psabi"]
+    # -ffp-contract=off: a multiply and an add stay two roundings in every build of a CPU loop (the
+    # x86-64-v3/v4 builds would fuse them), so all builds give the same results (cpu_level.h).
+    cxx_flags = ["-O3", "-fopenmp", "-Wno-psabi", "-ffp-contract=off"]
     with_cuda = _want_cuda()
     if with_cuda:
         # Trap: x.cpp and x.cu in one folder both become x.o; CUDA sources carry their own stems.

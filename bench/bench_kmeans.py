@@ -6,7 +6,9 @@ design targets).
     python -m pytest bench/bench_kmeans.py --benchmark-json=kmeans.json
     python bench/report.py kmeans.json
 
-Each group holds every implementation on one shape. gwkcuda, faiss and scikit-learn run Lloyd from
+Each group holds every implementation on one shape. For d = 1 the gwkcuda row is the sorted Lloyd
+(points sorted once, O(k log N) per iteration; weighted_kmeans' default there), beside gwkcuda's
+general Lloyd (a pass over the points per iteration). gwkcuda, faiss and scikit-learn run Lloyd from
 the same initial centroids for the same iteration count (tol = 0), faiss with the point weights and
 without subsampling; flash1dkmeans seeds itself (k-means++; it takes no initial centroids); the
 exact programme has neither seed nor iterations. The peers are called as their users call them:
@@ -19,7 +21,7 @@ import pytest
 import torch
 
 from gwkcuda import ops
-from gwkcuda.kmeans import optimal_kmeans_1d
+from gwkcuda.kmeans import optimal_kmeans_1d, weighted_kmeans
 from gwkcuda.microbench import gwkcuda_kmeans as run_gwkcuda
 from gwkcuda.microbench import kmeans_problem as make_problem
 from gwkcuda.microbench import machine
@@ -65,15 +67,21 @@ def run_flash1dkmeans(x, w, init, iters=ITERS):
                      for b in range(xn.shape[0])])[..., None]
 
 
+def run_general(x, w, init, iters=ITERS):
+    """gwkcuda's general Lloyd (a pass over the points per iteration) where the default for d = 1
+    is the sorted one."""
+    return weighted_kmeans(x, w, k=init.shape[1], iters=iters, tol=0.0, init=init, algorithm="lloyd")
+
+
 def run_exact(x, w, init):
     """gwkcuda's exact weighted 1-D k-means (d = 1): all problems in one call."""
     return optimal_kmeans_1d(x, w, k=init.shape[1]).centroids
 
 
-RUNNERS = {"gwkcuda": run_gwkcuda, "gwkcuda exact 1-D": run_exact, "faiss": run_faiss,
+RUNNERS = {"gwkcuda": run_gwkcuda, "gwkcuda general Lloyd": run_general, "gwkcuda exact 1-D": run_exact, "faiss": run_faiss,
            "flash1dkmeans": run_flash1dkmeans, "scikit-learn": run_sklearn}
 PEER_MODULE = {"faiss": "faiss", "flash1dkmeans": "flash1dkmeans"}
-ONLY_1D = ("gwkcuda exact 1-D", "flash1dkmeans")
+ONLY_1D = ("gwkcuda exact 1-D", "gwkcuda general Lloyd", "flash1dkmeans")
 
 
 def centroids_of(result):
@@ -104,7 +112,7 @@ def test_kmeans(benchmark, shape, impl):
     if impl in PEER_MODULE:
         pytest.importorskip(PEER_MODULE[impl])
     if impl in ONLY_1D and shape[3] != 1:
-        pytest.skip(f"{impl} clusters scalars only")
+        pytest.skip(f"{impl} clusters scalars only" if impl != "gwkcuda general Lloyd" else "the gwkcuda row for d > 1")
     x, w, init = problem_for(shape)
     fn = RUNNERS[impl]
     benchmark.group = shape[0]

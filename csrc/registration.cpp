@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cluster_sums.h"
+#include "cpu/cpu_level.h"
 #include "generated/build_config.h"
 
 TORCH_LIBRARY(gwkcuda, m) {
@@ -112,6 +113,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "The CUDA k-means ops' deterministic float64 cluster sums (any device; for tests): "
         "(x [B, N, d], weight [B, N] or None, labels [B, N], k) -> (sums [B, k, d], weight sums [B, k]).",
         pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("labels"), pybind11::arg("k"));
+  m.def("cpu_level", [] { return std::string(gwk::cpu::level_name(gwk::cpu::level())); },
+        "The x86-64 feature level the CPU loops run at: x86-64-v4, x86-64-v3 or baseline (the highest "
+        "the CPU supports, capped by GWKCUDA_CPU_LEVEL).");
   m.def("build_info", &build_info,
         "Build facts: torch_version (built against), cuda_compiled (bool), cuda_archs (str).");
 }

@@ -25,6 +25,13 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
+def cpu_level() -> str:
+    """The x86-64 feature level gwkcuda's CPU loops run at: "x86-64-v4" (AVX-512), "x86-64-v3"
+    (AVX2, FMA) or "baseline", the highest the CPU supports unless the environment variable
+    GWKCUDA_CPU_LEVEL (read once) names a lower one. Every level gives the same results."""
+    return _C.cpu_level()
+
+
 __version__ = "0.1.0"
 
 

@@ -10,6 +10,7 @@
 
 #include "../checks.h"
 #include "../core/bitpack.h"
+#include "cpu_level.h"
 
 namespace gwk {
 namespace {
@@ -36,6 +37,27 @@ void with_constant_nbits(int nbits, const Fn& fn) {
   }
 }
 
+// The full groups [first, last) of a stream, at the CPU's level (cpu_level.h).
+template <int bits, typename T>
+struct PackGroups {
+  template <int Level>
+  static GWK_LOOP_BODY bool run(const T* src, uint8_t* dst, int64_t first, int64_t last) {
+    bool ok = true;
+    for (int64_t g = first; g < last; ++g)
+      ok &= bitpack::pack_group(src + g * bitpack::kCodesPerGroup, bitpack::kCodesPerGroup, bits, dst + g * bits);
+    return ok;
+  }
+};
+
+template <int bits>
+struct UnpackGroups {
+  template <int Level>
+  static GWK_LOOP_BODY void run(const uint8_t* src, int32_t* dst, int64_t first, int64_t last) {
+    for (int64_t g = first; g < last; ++g)
+      bitpack::unpack_group(src + g * bits, bitpack::kCodesPerGroup, bits, dst + g * bitpack::kCodesPerGroup);
+  }
+};
+
 at::Tensor pack_bits_cpu(const at::Tensor& codes_in, int64_t nbits) {
   check_pack_args(codes_in, nbits);
   const auto codes = codes_in.contiguous();
@@ -50,11 +72,7 @@ at::Tensor pack_bits_cpu(const at::Tensor& codes_in, int64_t nbits) {
     with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
       constexpr int bits = decltype(bits_constant)::value;
       at::parallel_for(0, bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end) {
-        bool ok = true;
-        for (int64_t g = begin; g < std::min(end, full); ++g) {
-          ok &= bitpack::pack_group(src + g * bitpack::kCodesPerGroup, bitpack::kCodesPerGroup,
-                                    bits, dst + g * bits);
-        }
+        bool ok = cpu::Clones<PackGroups<bits, scalar_t>>::run(src, dst, begin, std::min(end, full));
         if (end > full) {  // the final, partial group
           ok &= bitpack::pack_group(src + full * bitpack::kCodesPerGroup,
                                     bitpack::group_count(full, numel), bits, dst + full * bits);
@@ -77,10 +95,7 @@ at::Tensor unpack_bits_cpu(const at::Tensor& packed_in, int64_t nbits, int64_t n
   with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
     constexpr int bits = decltype(bits_constant)::value;
     at::parallel_for(0, bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < std::min(end, full); ++g) {
-        bitpack::unpack_group(src + g * bits, bitpack::kCodesPerGroup, bits,
-                              dst + g * bitpack::kCodesPerGroup);
-      }
+      cpu::Clones<UnpackGroups<bits>>::run(src, dst, begin, std::min(end, full));
       if (end > full) {
         bitpack::unpack_group(src + full * bits, bitpack::group_count(full, numel), bits,
                               dst + full * bitpack::kCodesPerGroup);

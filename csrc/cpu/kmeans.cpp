@@ -18,18 +18,10 @@
 
 #include "../core/kmeans.h"
 #include "../kmeans_checks.h"
+#include "cpu_level.h"
 
-// The distance tiles are compiled for the x86-64-v4 (AVX-512) and v3 (AVX2, FMA) feature levels and
-// baseline x86-64; the loader picks by the features the CPU has (not by CPU model: "arch=haswell"
-// clones would never run on a newer model). (The clones must hold the loops themselves: code inlined into them from a function
-// of the default target is not vectorised for theirs.)
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define GWK_CPU_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GWK_CPU_CLONES
-#endif
-
+// The distance tiles are built for each x86-64 feature level and chosen at run time
+// (cpu_level.h).
 namespace gwk {
 namespace {
 
@@ -47,46 +39,46 @@ struct TaskPlan {
   }
 };
 
-// A SIMD vector of 64 bytes (GCC/Clang vector extensions: one AVX-512 register, two AVX2 ones, or
-// four SSE ones, whichever the clone is compiled for), and the matching integer lanes for labels.
-// The alignment is stated: left implicit it follows the widest ISA enabled in the translation unit
-// (16 bytes by default), while the AVX-512 clone assumes 64.
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  typedef float vec __attribute__((vector_size(64), aligned(64)));
-  typedef int32_t ivec __attribute__((vector_size(64), aligned(64)));
-  static constexpr int kLanes = 16;
-};
-template <>
-struct Simd<double> {
-  typedef double vec __attribute__((vector_size(64), aligned(64)));
-  typedef int64_t ivec __attribute__((vector_size(64), aligned(64)));
-  static constexpr int kLanes = 8;
+// A SIMD vector of the build's register width (GCC/Clang vector extensions: 64 bytes for the
+// AVX-512 build, 32 for AVX2, 16 for baseline SSE2: a vector wider than the build's registers is
+// split by the compiler, far slower than a loop over vectors it can hold), and the matching
+// integer lanes for labels. The alignment is stated: left implicit it follows the widest ISA
+// enabled in the translation unit (16 bytes by default).
+template <typename T, int Bytes>
+struct Simd {
+  typedef T vec __attribute__((vector_size(Bytes), aligned(Bytes)));
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> lane_t;
+  typedef lane_t ivec __attribute__((vector_size(Bytes), aligned(Bytes)));
+  static constexpr int kLanes = Bytes / sizeof(T);
 };
 
-constexpr int kVecsPerTile = 2;  // two independent best/label chains per centroid hide latency
+constexpr int level_bytes(int level) { return level == cpu::kV4 ? 64 : level == cpu::kV3 ? 32 : 16; }
 
+// Points per tile: two 64-byte vectors' worth (two independent best/label chains per centroid on
+// AVX-512, four on AVX2, eight on SSE2, to hide latency).
 template <typename acc_t>
 constexpr int tile_points() {
-  return kVecsPerTile * Simd<acc_t>::kLanes;
+  return 128 / sizeof(acc_t);
 }
 
 // Nearest centroid of one full tile of tile_points() points x[P, d] (row-major): labels[t] and
-// best[t] (its squared distance). Vectorised across points: the tile is transposed into xt so that
-// each coordinate of 16 (8) points fills one vector, and each centroid costs d subtract-and-FMA
-// pairs per vector plus one compare and two blends. D > 0 fixes d at compile time (fully unrolled,
-// coordinates kept in registers); D == 0 reads d at run time.
+// best[t] (its squared distance). Vectorised across points: the tile is transposed into xt (a
+// 64-byte aligned scratch of d * 128 bytes) so that each coordinate of a vector's points fills
+// one vector, and each centroid costs d subtract, multiply and add triples per vector plus one
+// compare and two blends. D > 0 fixes d at compile time (fully unrolled, coordinates kept in
+// registers); D == 0 reads d at run time.
 template <typename acc_t, int D>
-GWK_CPU_CLONES void assign_tile(const acc_t* __restrict__ x, int d_runtime,
-                                const acc_t* __restrict__ centroids, int64_t k,
-                                typename Simd<acc_t>::vec* __restrict__ xt,
-                                int32_t* __restrict__ labels, acc_t* __restrict__ best_out) {
-  using vec = typename Simd<acc_t>::vec;
-  using ivec = typename Simd<acc_t>::ivec;
+struct AssignTile {
+template <int Level>
+static GWK_LOOP_BODY void run(const acc_t* __restrict__ x, int d_runtime, const acc_t* __restrict__ centroids,
+                              int64_t k, void* xt_storage, int32_t* __restrict__ labels,
+                              acc_t* __restrict__ best_out) {
+  using vec = typename Simd<acc_t, level_bytes(Level)>::vec;
+  using ivec = typename Simd<acc_t, level_bytes(Level)>::ivec;
   using lane_int = std::remove_reference_t<decltype(ivec{}[0])>;
-  constexpr int W = Simd<acc_t>::kLanes;
+  constexpr int W = Simd<acc_t, level_bytes(Level)>::kLanes;
+  constexpr int kVecsPerTile = tile_points<acc_t>() / W;
+  vec* __restrict__ xt = static_cast<vec*>(xt_storage);
   const int d = D > 0 ? D : d_runtime;
   for (int i = 0; i < d; ++i)
     for (int v = 0; v < kVecsPerTile; ++v)
@@ -119,26 +111,30 @@ GWK_CPU_CLONES void assign_tile(const acc_t* __restrict__ x, int d_runtime,
       best_out[v * W + t] = best[v][t];
     }
 }
+};
+
+// AssignTile<acc_t, D> at the CPU's level.
+template <typename acc_t, int D>
+constexpr auto assign_tile =
+    &cpu::Clones<AssignTile<acc_t, D>>::template run<const acc_t*, int, const acc_t*, int64_t, void*, int32_t*, acc_t*>;
 
 // Assigns n points x[n, d], one tile at a time; the last partial tile runs on a zero-padded copy.
 template <typename acc_t>
 class TileAssigner {
  public:
-  using vec = typename Simd<acc_t>::vec;
   static constexpr int P = tile_points<acc_t>();
 
   TileAssigner(int d, const acc_t* centroids, int64_t k)
-      : d_(d), centroids_(centroids), k_(k), xt_storage_((d * kVecsPerTile + 1) * sizeof(vec)),
-        padded_(P * d) {
+      : d_(d), centroids_(centroids), k_(k), xt_storage_(d * 128 + 64), padded_(P * d) {
     void* p = xt_storage_.data();  // aligned by hand: std::vector<char> guarantees 16 bytes
     size_t space = xt_storage_.size();
-    xt_ = static_cast<vec*>(std::align(64, d * kVecsPerTile * sizeof(vec), p, space));
+    xt_ = std::align(64, d * 128, p, space);
     switch (d) {  // the sub-vector lengths of common PQ and scalar configurations
-      case 1: fn_ = &assign_tile<acc_t, 1>; break;
-      case 2: fn_ = &assign_tile<acc_t, 2>; break;
-      case 4: fn_ = &assign_tile<acc_t, 4>; break;
-      case 8: fn_ = &assign_tile<acc_t, 8>; break;
-      default: fn_ = &assign_tile<acc_t, 0>;
+      case 1: fn_ = assign_tile<acc_t, 1>; break;
+      case 2: fn_ = assign_tile<acc_t, 2>; break;
+      case 4: fn_ = assign_tile<acc_t, 4>; break;
+      case 8: fn_ = assign_tile<acc_t, 8>; break;
+      default: fn_ = assign_tile<acc_t, 0>;
     }
   }
 
@@ -159,8 +155,8 @@ class TileAssigner {
   int64_t k_;
   std::vector<char> xt_storage_;
   std::vector<acc_t> padded_;
-  vec* xt_;
-  void (*fn_)(const acc_t*, int, const acc_t*, int64_t, vec*, int32_t*, acc_t*);
+  void* xt_;
+  void (*fn_)(const acc_t*, int, const acc_t*, int64_t, void*, int32_t*, acc_t*);
 };
 
 // kmeans_assign over one chunk of n points.

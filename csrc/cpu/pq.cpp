@@ -15,6 +15,7 @@
 
 #include "../core/pq.h"
 #include "../pq_checks.h"
+#include "cpu_level.h"
 
 namespace gwk {
 namespace {
@@ -31,7 +32,7 @@ bool use_lookup_tables(int64_t M, int64_t d) {
 // sum over s of lut[s*k + codes[s]]; sets *bad when a code is out of range (only checked when a
 // code can exceed k: int32 codes, or uint8 codes with k < 256).
 template <typename acc_t, typename code_t, bool kCheck>
-acc_t gather_sum(const acc_t* __restrict__ lut, const code_t* __restrict__ codes, int64_t S,
+GWK_LOOP_BODY acc_t gather_sum(const acc_t* __restrict__ lut, const code_t* __restrict__ codes, int64_t S,
                  int64_t k, bool* bad) {
   acc_t partial[kPartialSums] = {};
   bool any_bad = false;
@@ -65,10 +66,10 @@ acc_t gather_sum(const acc_t* __restrict__ lut, const code_t* __restrict__ codes
 // lut[s*k + j] = <x[s*d:(s+1)*d], codeword j> for one input row and one group; codebook_t is the
 // group's codebook transposed to [d][k], so the inner loop runs over contiguous codewords.
 template <typename acc_t>
-void build_lut(const acc_t* x, const acc_t* codebook_t, int64_t S, int64_t k, int d, acc_t* lut) {
+GWK_LOOP_BODY void build_lut(const acc_t* x, const acc_t* codebook_t, int64_t S, int64_t k, int d, acc_t* lut) {
   for (int64_t s = 0; s < S; ++s) {
     acc_t* row = lut + s * k;
-    std::fill(row, row + k, acc_t(0));
+    for (int64_t j = 0; j < k; ++j) row[j] = acc_t(0);
     for (int i = 0; i < d; ++i) {
       const acc_t xi = x[s * d + i];
       const acc_t* ci = codebook_t + i * k;
@@ -76,6 +77,39 @@ void build_lut(const acc_t* x, const acc_t* codebook_t, int64_t S, int64_t k, in
     }
   }
 }
+
+// Outputs y[:, n0:n1] of the lookup-table path, at the CPU's level (cpu_level.h): the tables of
+// each group the rows use are built into lut [M, S * k], then each output sums S entries. Returns
+// true when a code was out of range.
+template <typename acc_t, typename code_t>
+struct LookupRows {
+  template <int Level>
+  static GWK_LOOP_BODY bool run(const PQShape* s, const acc_t* x, int64_t M, const code_t* codes,
+                                const acc_t* codebook_t, const acc_t* bias, acc_t* y, int64_t n0, int64_t n1,
+                                acc_t* lut) {
+    // uint8 codes cannot exceed a 256-entry codebook: skip the check in that common case.
+    const bool check = !(sizeof(code_t) == 1 && s->k >= 256);
+    const int64_t table = s->S * s->k;
+    int64_t built = -1;  // the group whose tables lut holds
+    bool bad = false;
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t g = pq::group_of_row(n, s->rows_per_group);
+      if (g != built) {
+        for (int64_t m = 0; m < M; ++m)
+          build_lut(x + m * s->K, codebook_t + g * s->d * s->k, s->S, s->k, static_cast<int>(s->d), lut + m * table);
+        built = g;
+      }
+      const code_t* row = codes + n * s->S;
+      for (int64_t m = 0; m < M; ++m) {
+        const acc_t* t = lut + m * table;
+        const acc_t v = check ? gather_sum<acc_t, code_t, true>(t, row, s->S, s->k, &bad)
+                              : gather_sum<acc_t, code_t, false>(t, row, s->S, s->k, &bad);
+        y[m * s->N + n] = v + (bias != nullptr ? bias[n] : acc_t(0));
+      }
+    }
+    return bad;
+  }
+};
 
 // One parallel region per call: a region's join waits for any thread the OS has descheduled, so on
 // a busy machine each extra region costs up to a time slice (bench/bench_busy.py). Each task
@@ -85,52 +119,45 @@ template <typename acc_t, typename code_t>
 bool pq_linear_lut(const PQShape& s, const acc_t* x, int64_t M, const code_t* codes,
                    const acc_t* codebook_t, const acc_t* bias, acc_t* y) {
   std::atomic<bool> bad{false};
-  // uint8 codes cannot exceed a 256-entry codebook: skip the check in that common case.
-  const bool check = !(sizeof(code_t) == 1 && s.k >= 256);
-  const int64_t table = s.S * s.k;
   at::parallel_for(0, s.N, 16, [&](int64_t n0, int64_t n1) {
-    std::vector<acc_t> lut(M * table);
-    int64_t built = -1;  // the group whose tables lut holds
-    bool local_bad = false;
-    for (int64_t n = n0; n < n1; ++n) {
-      const int64_t g = pq::group_of_row(n, s.rows_per_group);
-      if (g != built) {
-        for (int64_t m = 0; m < M; ++m)
-          build_lut(x + m * s.K, codebook_t + g * s.d * s.k, s.S, s.k, static_cast<int>(s.d), lut.data() + m * table);
-        built = g;
-      }
-      const code_t* row = codes + n * s.S;
-      for (int64_t m = 0; m < M; ++m) {
-        const acc_t* t = lut.data() + m * table;
-        const acc_t v = check ? gather_sum<acc_t, code_t, true>(t, row, s.S, s.k, &local_bad)
-                              : gather_sum<acc_t, code_t, false>(t, row, s.S, s.k, &local_bad);
-        y[m * s.N + n] = v + (bias != nullptr ? bias[n] : acc_t(0));
-      }
-    }
-    if (local_bad) bad.store(true, std::memory_order_relaxed);
+    std::vector<acc_t> lut(M * s.S * s.k);
+    if (cpu::Clones<LookupRows<acc_t, code_t>>::run(&s, x, M, codes, codebook_t, bias, y, n0, n1, lut.data()))
+      bad.store(true, std::memory_order_relaxed);
   });
   return !bad.load();
 }
 
 // W rows [n0, n1) decoded into out [n1 - n0, K]; false on a code out of range.
+// Rows [a, b) of W into out (row n at out + (n - n0) * K), at the CPU's level; true when a code
+// was out of range.
+template <typename scalar_t, typename code_t>
+struct DecodeRows {
+  template <int Level>
+  static GWK_LOOP_BODY bool run(const PQShape* s, const code_t* codes, const scalar_t* codebook, int64_t a,
+                                int64_t b, int64_t n0, scalar_t* out) {
+    bool bad = false;
+    for (int64_t n = a; n < b; ++n) {
+      const scalar_t* group = codebook + pq::group_of_row(n, s->rows_per_group) * s->k * s->d;
+      for (int64_t j = 0; j < s->S; ++j) {
+        int64_t c = static_cast<int64_t>(codes[n * s->S + j]);
+        if (!pq::code_valid(c, s->k)) {
+          bad = true;
+          c = 0;
+        }
+        pq::decode_subvector(group, c, static_cast<int>(s->d), out + (n - n0) * s->K + j * s->d);
+      }
+    }
+    return bad;
+  }
+};
+
 template <typename scalar_t, typename code_t>
 bool decode_rows(const PQShape& s, const code_t* codes, const scalar_t* codebook, int64_t n0,
                  int64_t n1, scalar_t* out) {
   std::atomic<bool> bad{false};
   at::parallel_for(n0, n1, 16, [&](int64_t a, int64_t b) {
-    bool local_bad = false;
-    for (int64_t n = a; n < b; ++n) {
-      const scalar_t* group = codebook + pq::group_of_row(n, s.rows_per_group) * s.k * s.d;
-      for (int64_t j = 0; j < s.S; ++j) {
-        int64_t c = static_cast<int64_t>(codes[n * s.S + j]);
-        if (!pq::code_valid(c, s.k)) {
-          local_bad = true;
-          c = 0;
-        }
-        pq::decode_subvector(group, c, static_cast<int>(s.d), out + (n - n0) * s.K + j * s.d);
-      }
-    }
-    if (local_bad) bad.store(true, std::memory_order_relaxed);
+    if (cpu::Clones<DecodeRows<scalar_t, code_t>>::run(&s, codes, codebook, a, b, n0, out))
+      bad.store(true, std::memory_order_relaxed);
   });
   return !bad.load();
 }
