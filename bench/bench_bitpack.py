@@ -1,7 +1,7 @@
-"""pytest-benchmark: pack_bits / unpack_bits at 64M codes next to a copy of the packed bytes.
+"""pytest-benchmark: pack_bits / unpack_bits at 64M codes next to a copy of the int32 codes (the baseline) and of the packed bytes.
 
-    python -m pytest bench/bench_bitpack.py --benchmark-json=bitpack.json
-    python bench/report.py bitpack.json        # the README table
+    python -m pytest bench/bench_bitpack.py --benchmark-json=bench/results/bitpack/bitpack.json
+    python bench/report.py bench/results/bitpack/bitpack.json        # the README table
 """
 import pytest
 

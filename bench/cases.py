@@ -17,7 +17,9 @@ def _sync(device):
 
 
 def bitpack_cases(device="cpu", numel=BITPACK_NUMEL, nbits_list=BITPACK_NBITS):
-    """pack_bits and unpack_bits on `numel` int32 codes, next to a clone of the packed bytes."""
+    """pack_bits and unpack_bits on `numel` int32 codes, next to a clone of the int32 codes (the
+    baseline: a buffer as large as what unpack writes and pack reads, so neither side runs from
+    cache alone) and a clone of the packed bytes."""
     sync = _sync(device)
     gen = torch.Generator().manual_seed(0)
     for nbits in nbits_list:
@@ -33,11 +35,16 @@ def bitpack_cases(device="cpu", numel=BITPACK_NUMEL, nbits_list=BITPACK_NBITS):
             ops.unpack_bits(packed, nbits, numel)
             sync()
 
-        def copy(packed=packed):
+        def copy_codes(codes=codes):
+            codes.clone()
+            sync()
+
+        def copy_packed(packed=packed):
             packed.clone()
             sync()
 
         moved = codes.numel() * codes.element_size() + packed.numel()
         yield group, "pack_bits", pack, moved, False
         yield group, "unpack_bits", unpack, moved, False
-        yield group, "copy of packed bytes", copy, 2 * packed.numel(), True
+        yield group, "copy of the int32 codes", copy_codes, 2 * codes.numel() * codes.element_size(), True
+        yield group, "copy of packed bytes", copy_packed, 2 * packed.numel(), False

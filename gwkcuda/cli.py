@@ -66,6 +66,7 @@ def cmd_info(args) -> int:
     print(f"  CUDA kernels compiled {'yes, archs ' + info['cuda_archs'] if info['cuda_compiled'] else 'no'}")
     gpu = torch.cuda.is_available()
     print(f"  GPU seen              {torch.cuda.get_device_name(0) if gpu else 'none'}")
+    print(f"  CPU loops run at      {gwkcuda.cpu_level()}")
     ok = True
     for device in ["cpu"] + (["cuda"] if gpu and info["cuda_compiled"] else []):
         result = _self_check(device)

@@ -72,10 +72,17 @@ GWK_HOST_DEVICE bool pack_group(const T* codes, int count, int nbits, uint8_t* o
 
 // Unpacks `count` (1..8) codes from the bytes of one group starting at `in`.
 GWK_HOST_DEVICE void unpack_group(const uint8_t* in, int count, int nbits, int32_t* codes) {
+  const uint32_t mask = (uint32_t{1} << nbits) - 1u;
+  if (8 % nbits == 0) {  // nbits 1, 2, 4, 8: no code straddles a byte, each is one shift of its byte
+    for (int i = 0; i < count; ++i) {
+      const int bit = i * nbits;
+      codes[i] = static_cast<int32_t>((static_cast<uint32_t>(in[bit >> 3]) >> (bit & 7)) & mask);
+    }
+    return;
+  }
   uint32_t acc = 0;
   int available = 0;
   int b = 0;
-  const uint32_t mask = (uint32_t{1} << nbits) - 1u;
   for (int i = 0; i < count; ++i) {
     while (available < nbits) {
       acc |= static_cast<uint32_t>(in[b++]) << available;

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 
 #include "../core/pq.h"
 #include "../pq_checks.h"
@@ -20,7 +21,12 @@
 namespace gwk {
 namespace {
 
-constexpr int64_t kDecodeTileRows = 256;  // rows of W decoded per BLAS call: ~4 MB at K = 4096
+// Rows of W decoded per BLAS call: a tile of about kDecodeTileBytes stays in a core's cache
+// between its decode and its multiply.
+constexpr int64_t kDecodeTileBytes = 1 << 20;
+int64_t decode_tile_rows(int64_t K, int64_t element_size) {
+  return std::max<int64_t>(16, kDecodeTileBytes / (K * element_size));
+}
 constexpr int kPartialSums = 4;           // independent accumulators hide the add latency
 
 // A table lookup costs about as much as d/4 multiply-adds of a memory-bound dense product on two
@@ -184,23 +190,33 @@ at::Tensor pq_linear_cpu(const at::Tensor& x_in, const at::Tensor& codes_in,
   const int64_t M = x_in.size(0);
   const auto codes = codes_in.contiguous();
   if (!use_lookup_tables(M, s.d)) {
-    // Decode tiles of W in the input dtype and let the BLAS multiply them.
+    // Decode tiles of W in the input dtype and multiply each with the BLAS, in one parallel region:
+    // each task decodes its tiles into its own cache-sized buffer and multiplies them on its
+    // thread (a BLAS call inside a parallel region runs on the calling thread).
     const auto x = x_in.contiguous();
     auto y = at::empty({M, s.N}, x.options());
-    auto tile = at::empty({std::min(kDecodeTileRows, s.N), s.K}, codebook_in.options());
     const auto codebook = codebook_in.contiguous();
-    bool ok = true;
-    for (int64_t n0 = 0; n0 < s.N && ok; n0 += kDecodeTileRows) {
-      const int64_t n1 = std::min(s.N, n0 + kDecodeTileRows);
-      auto w = tile.narrow(0, 0, n1 - n0);
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "pq_linear_decode", [&] {
-        ok = with_typed_codes(codes, [&](const auto* c) {
-          return decode_rows(s, c, codebook.const_data_ptr<scalar_t>(), n0, n1, w.mutable_data_ptr<scalar_t>());
+    const int64_t rows = decode_tile_rows(s.K, codebook.element_size());
+    const int64_t tiles = (s.N + rows - 1) / rows;
+    std::atomic<bool> bad{false};
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      auto tile = at::empty({std::min(rows, s.N), s.K}, codebook.options());
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * rows, n1 = std::min(s.N, n0 + rows);
+        auto w = tile.narrow(0, 0, n1 - n0);
+        bool tile_bad = false;
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(), "pq_linear_decode", [&] {
+          tile_bad = with_typed_codes(codes, [&](const auto* c) {
+            using code_t = std::remove_const_t<std::remove_pointer_t<decltype(c)>>;
+            return cpu::Clones<DecodeRows<scalar_t, code_t>>::run(&s, c, codebook.const_data_ptr<scalar_t>(), n0, n1,
+                                                                   n0, w.mutable_data_ptr<scalar_t>());
+          });
         });
-      });
-      y.narrow(1, n0, n1 - n0).copy_(at::matmul(x, w.t()));
-    }
-    TORCH_CHECK(ok, describe_bad_code_pq("pq_linear", codes, s.k));
+        if (tile_bad) bad.store(true, std::memory_order_relaxed);
+        y.narrow(1, n0, n1 - n0).copy_(at::matmul(x, w.t()));
+      }
+    });
+    TORCH_CHECK(!bad.load(), describe_bad_code_pq("pq_linear", codes, s.k));
     if (bias_in.has_value()) y.add_(*bias_in);
     return y;
   }
