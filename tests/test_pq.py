@@ -47,6 +47,19 @@ def test_pq_linear_matches_float64_reference(device, shape, M, dtype):
         assert relative_error(y, expected) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("M", [1, 17])
+def test_pq_linear_under_inference_mode(device, M):
+    # 1024 x 512 float32 is 2 MB of W: the decode path splits it into tiles over the threads, and
+    # every thread must see the caller's inference mode to write the output it made.
+    codes, codebook, bias = make(1024, 512, 4, 16, 1, device=device)
+    x = torch.randn(M, 512, dtype=torch.float64).float().to(device)
+    expected = x.double().cpu() @ reference.pq_decode(codes.cpu(), codebook.cpu()).double().t() + bias.double().cpu()
+    with torch.inference_mode():
+        y = ops.pq_linear(x.clone(), codes.clone(), codebook.clone(), bias.clone())
+    assert y.is_inference()
+    assert relative_error(y, expected) <= TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
 def test_pq_decode_matches_reference(device, shape):
     codes, codebook, _ = make(*shape, device=device)

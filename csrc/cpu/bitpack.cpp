@@ -1,7 +1,6 @@
 // CPU implementation of pack_bits / unpack_bits: parallel over 8-code groups (csrc/core/bitpack.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include "../checks.h"
 #include "../core/bitpack.h"
 #include "cpu_level.h"
+#include "parallel.h"
 
 namespace gwk {
 namespace {
@@ -71,7 +71,7 @@ at::Tensor pack_bits_cpu(const at::Tensor& codes_in, int64_t nbits) {
     const int64_t full = numel / bitpack::kCodesPerGroup;
     with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
       constexpr int bits = decltype(bits_constant)::value;
-      at::parallel_for(0, bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end) {
+      cpu::parallel_chunks(bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end, int) {
         bool ok = cpu::Clones<PackGroups<bits, scalar_t>>::run(src, dst, begin, std::min(end, full));
         if (end > full) {  // the final, partial group
           ok &= bitpack::pack_group(src + full * bitpack::kCodesPerGroup,
@@ -94,7 +94,7 @@ at::Tensor unpack_bits_cpu(const at::Tensor& packed_in, int64_t nbits, int64_t n
   const int64_t full = numel / bitpack::kCodesPerGroup;
   with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
     constexpr int bits = decltype(bits_constant)::value;
-    at::parallel_for(0, bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end) {
+    cpu::parallel_chunks(bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end, int) {
       cpu::Clones<UnpackGroups<bits>>::run(src, dst, begin, std::min(end, full));
       if (end > full) {
         bitpack::unpack_group(src + full * bits, bitpack::group_count(full, numel), bits,

@@ -5,7 +5,6 @@
 // end, so threads never share an accumulator. Distances run on tiles of points transposed to
 // [d][points], vectorised across points (assign_tile).
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include "../core/kmeans.h"
 #include "../kmeans_checks.h"
 #include "cpu_level.h"
+#include "parallel.h"
 
 // The distance tiles are built for each x86-64 feature level and chosen at run time
 // (cpu_level.h).
@@ -227,7 +227,7 @@ inline int reduce_chunk(const acc_t* x, const acc_t* w, const int64_t* labels, i
 template <typename Body>
 void for_each_task(const TaskPlan& plan, int64_t N, at::Tensor* rows, const Body& body) {
   double* base = rows != nullptr ? rows->mutable_data_ptr<double>() : nullptr;
-  at::parallel_for(0, plan.tasks, 1, [&](int64_t first, int64_t last) {
+  cpu::parallel_chunks(plan.tasks, 1, [&](int64_t first, int64_t last, int) {
     for (int64_t task = first; task < last; ++task) {
       const int64_t b = task / plan.chunks_per_problem;
       const int64_t begin = (task % plan.chunks_per_problem) * plan.chunk;
@@ -322,7 +322,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
     scalar_t* new_c = new_centroids.mutable_data_ptr<scalar_t>();
     // Inline unless large: a parallel region costs more than thousands of divisions, and on a busy
     // machine a whole time slice (bench/bench_busy.py).
-    at::parallel_for(0, in.B * in.k, kUpdateGrain, [&](int64_t first, int64_t last) {
+    cpu::parallel_chunks(in.B * in.k, kUpdateGrain, [&](int64_t first, int64_t last, int) {
       for (int64_t bj = first; bj < last; ++bj) {
         const int64_t b = bj / in.k, j = bj % in.k;
         const double* row = t + b * plan.row;

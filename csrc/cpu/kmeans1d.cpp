@@ -6,7 +6,6 @@
 // earliest split. Problems run in parallel, one task each; a padded problem is solved on its
 // first lengths[b] points, labels -1 after.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "../core/kmeans1d.h"
+#include "parallel.h"
 
 namespace gwk {
 namespace {
@@ -129,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kmeans1d_optimal_cpu(const at::Te
     scalar_t* cp = centroids.mutable_data_ptr<scalar_t>();
     int64_t* lp = labels.mutable_data_ptr<int64_t>();
     scalar_t* ip = inertia.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B, 1, [&](int64_t first, int64_t last) {
+    cpu::parallel_chunks(B, 1, [&](int64_t first, int64_t last, int) {
       for (int64_t b = first; b < last; ++b)
         solve(xp + b * N, wp != nullptr ? wp + b * N : nullptr, lengths[b], k, cp + b * k, lp + b * N, ip + b);
     });

@@ -3,7 +3,6 @@
 // of its bit patterns (8 bits a pass, passes where every key shares the byte skipped): O(N) and
 // stable, so equal points keep their index order.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 
 #include "../core/kmeans1d_sorted.h"
 #include "../sorted1d.h"
+#include "parallel.h"
 
 namespace gwk {
 namespace {
@@ -121,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans1d_
     scalar_t* heads = in.heads.mutable_data_ptr<scalar_t>();
     double* prefix = in.prefix.mutable_data_ptr<double>();
     double* shift = in.shift.mutable_data_ptr<double>();
-    at::parallel_for(0, in.B, 1, [&](int64_t first, int64_t last) {
+    cpu::parallel_chunks(in.B, 1, [&](int64_t first, int64_t last, int) {
       RadixScratch scratch;
       std::vector<double> sums(blocks * 3);
       for (int64_t b = first; b < last; ++b) {
@@ -173,7 +173,7 @@ std::tuple<at::Tensor, at::Tensor> gwk_lloyd_step_sorted_cpu(const at::Tensor& x
     const scalar_t* old_c = c.const_data_ptr<scalar_t>();
     scalar_t* nc = new_c.mutable_data_ptr<scalar_t>();
     scalar_t* cw = cluster_weight.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, B, problem_grain(N, k), [&](int64_t first, int64_t last) {
+    cpu::parallel_chunks(B, problem_grain(N, k), [&](int64_t first, int64_t last, int) {
       std::vector<scalar_t> cs(k);
       std::vector<int64_t> ci(k), start(k + 1);
       for (int64_t b = first; b < last; ++b) {
@@ -204,7 +204,7 @@ at::Tensor kmeans1d_sorted_assign_cpu(const at::Tensor& xs_t, const at::Tensor& 
     scalar_t* ip = inertia.mutable_data_ptr<scalar_t>();
     const auto run = [&](auto* lab) {
       using label_t = std::remove_reference_t<decltype(*lab)>;
-      at::parallel_for(0, B, std::max<int64_t>(1, (int64_t{1} << 14) / N), [&](int64_t first, int64_t last) {
+      cpu::parallel_chunks(B, std::max<int64_t>(1, (int64_t{1} << 14) / N), [&](int64_t first, int64_t last, int) {
         std::vector<scalar_t> cs(k);
         std::vector<int64_t> ci(k), start(k + 1);
         for (int64_t b = first; b < last; ++b) {

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "../core/pq.h"
 #include "../pq_checks.h"
 #include "cpu_level.h"
+#include "parallel.h"
 
 namespace gwk {
 namespace {
@@ -85,25 +87,24 @@ GWK_LOOP_BODY void build_lut(const acc_t* x, const acc_t* codebook_t, int64_t S,
 }
 
 // Outputs y[:, n0:n1] of the lookup-table path, at the CPU's level (cpu_level.h): the tables of
-// each group the rows use are built into lut [M, S * k], then each output sums S entries. Returns
-// true when a code was out of range.
+// each group the rows use are built into lut [M, S * k] (unless *built, the group lut holds, is
+// that group already), then each output sums S entries. Returns true when a code was out of range.
 template <typename acc_t, typename code_t>
 struct LookupRows {
   template <int Level>
   static GWK_LOOP_BODY bool run(const PQShape* s, const acc_t* x, int64_t M, const code_t* codes,
                                 const acc_t* codebook_t, const acc_t* bias, acc_t* y, int64_t n0, int64_t n1,
-                                acc_t* lut) {
+                                acc_t* lut, int64_t* built) {
     // uint8 codes cannot exceed a 256-entry codebook: skip the check in that common case.
     const bool check = !(sizeof(code_t) == 1 && s->k >= 256);
     const int64_t table = s->S * s->k;
-    int64_t built = -1;  // the group whose tables lut holds
     bool bad = false;
     for (int64_t n = n0; n < n1; ++n) {
       const int64_t g = pq::group_of_row(n, s->rows_per_group);
-      if (g != built) {
+      if (g != *built) {
         for (int64_t m = 0; m < M; ++m)
           build_lut(x + m * s->K, codebook_t + g * s->d * s->k, s->S, s->k, static_cast<int>(s->d), lut + m * table);
-        built = g;
+        *built = g;
       }
       const code_t* row = codes + n * s->S;
       for (int64_t m = 0; m < M; ++m) {
@@ -117,17 +118,18 @@ struct LookupRows {
   }
 };
 
-// One parallel region per call: a region's join waits for any thread the OS has descheduled, so on
-// a busy machine each extra region costs up to a time slice (bench/bench_busy.py). Each task
-// builds the tables of the groups its rows use: with one group, one table per input row per
-// thread (K * k multiply-adds, a few percent of the lookups it serves).
+// Each thread keeps its own tables across the chunks it claims (cpu/parallel.h): with one group,
+// one table per input row per thread (K * k multiply-adds, a few percent of the lookups it serves).
 template <typename acc_t, typename code_t>
 bool pq_linear_lut(const PQShape& s, const acc_t* x, int64_t M, const code_t* codes,
                    const acc_t* codebook_t, const acc_t* bias, acc_t* y) {
+  const int threads = cpu::chunk_participants();
+  std::vector<acc_t> luts(threads * M * s.S * s.k);
+  std::vector<int64_t> built(threads, -1);
   std::atomic<bool> bad{false};
-  at::parallel_for(0, s.N, 16, [&](int64_t n0, int64_t n1) {
-    std::vector<acc_t> lut(M * s.S * s.k);
-    if (cpu::Clones<LookupRows<acc_t, code_t>>::run(&s, x, M, codes, codebook_t, bias, y, n0, n1, lut.data()))
+  cpu::parallel_chunks(s.N, 16, [&](int64_t n0, int64_t n1, int t) {
+    if (cpu::Clones<LookupRows<acc_t, code_t>>::run(&s, x, M, codes, codebook_t, bias, y, n0, n1,
+                                                     luts.data() + t * M * s.S * s.k, &built[t]))
       bad.store(true, std::memory_order_relaxed);
   });
   return !bad.load();
@@ -161,8 +163,8 @@ template <typename scalar_t, typename code_t>
 bool decode_rows(const PQShape& s, const code_t* codes, const scalar_t* codebook, int64_t n0,
                  int64_t n1, scalar_t* out) {
   std::atomic<bool> bad{false};
-  at::parallel_for(n0, n1, 16, [&](int64_t a, int64_t b) {
-    if (cpu::Clones<DecodeRows<scalar_t, code_t>>::run(&s, codes, codebook, a, b, n0, out))
+  cpu::parallel_chunks(n1 - n0, 16, [&](int64_t a, int64_t b, int) {
+    if (cpu::Clones<DecodeRows<scalar_t, code_t>>::run(&s, codes, codebook, n0 + a, n0 + b, n0, out))
       bad.store(true, std::memory_order_relaxed);
   });
   return !bad.load();
@@ -192,14 +194,19 @@ at::Tensor pq_linear_cpu(const at::Tensor& x_in, const at::Tensor& codes_in,
   if (!use_lookup_tables(M, s.d)) {
     // Decode tiles of W in the input dtype and multiply each with the BLAS, in one parallel region:
     // each task decodes its tiles into its own cache-sized buffer and multiplies them on its
-    // thread (a BLAS call inside a parallel region runs on the calling thread).
+    // thread (a BLAS call inside an OpenMP region runs on the calling thread; hence
+    // at::parallel_for here, not parallel_chunks, whose helpers are not OpenMP threads).
     const auto x = x_in.contiguous();
     auto y = at::empty({M, s.N}, x.options());
     const auto codebook = codebook_in.contiguous();
     const int64_t rows = decode_tile_rows(s.K, codebook.element_size());
     const int64_t tiles = (s.N + rows - 1) / rows;
     std::atomic<bool> bad{false};
+    // The tasks call ATen ops: give their threads the caller's modes (inference mode, dispatch
+    // keys), or y made under torch.inference_mode could not be written there.
+    const at::ThreadLocalState caller_state;
     at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      at::ThreadLocalStateGuard same_modes(caller_state);
       auto tile = at::empty({std::min(rows, s.N), s.K}, codebook.options());
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n0 = t * rows, n1 = std::min(s.N, n0 + rows);
