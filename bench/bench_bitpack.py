@@ -7,6 +7,8 @@ import pytest
 
 from cases import bitpack_cases
 
+from gwkcuda.microbench import machine
+
 CASES = list(bitpack_cases(device="cpu"))
 
 
@@ -14,5 +16,5 @@ CASES = list(bitpack_cases(device="cpu"))
 def test_bitpack(benchmark, case):
     group, name, fn, moved, baseline = case
     benchmark.group = group
-    benchmark.extra_info.update(op=name, bytes_moved=moved, baseline=baseline)
+    benchmark.extra_info.update(op=name, bytes_moved=moved, baseline=baseline, machine=machine())
     benchmark(fn)
