@@ -11,7 +11,8 @@ test split accuracies, the shared phases' settings and the machine); bench/table
 them into the README tables. The shared phases checkpoint into --workdir, so a second invocation
 with more arms (or after a kill) reuses them. ``--distill ALPHA`` adds knowledge distillation from
 the float model to the QAT and fine-tuning phases (a QAT run and arm names of their own,
-``..._kd<alpha>t<T>``).
+``..._kd<alpha>t<T>``). ``--recluster-rounds R --recluster-epochs E`` clusters inside retraining
+first (pipelines.Recluster; arm names ``..._rc<R>x<E>``).
 """
 import argparse
 import dataclasses
@@ -60,8 +61,19 @@ def main():
                     help="weight alpha in [0, 1] of knowledge distillation from the float model during QAT and "
                          "fine-tuning (0: cross-entropy alone)")
     ap.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (> 0)")
+    ap.add_argument("--recluster-rounds", type=int, default=0,
+                    help="clustering inside retraining: rounds of clustering the latent weights, each followed by "
+                         "--recluster-epochs epochs through the codebooks, before the final clustering (0: none)")
+    ap.add_argument("--recluster-epochs", type=int, default=1, help="training epochs per re-clustering round")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
     args = ap.parse_args()
+    if args.recluster_rounds < 0:
+        ap.error(f"--recluster-rounds: expected an int >= 0, got {args.recluster_rounds}")
+    try:
+        recluster = (pipelines.Recluster(args.recluster_rounds, args.recluster_epochs)
+                     if args.recluster_rounds else None)
+    except ValueError as exc:
+        ap.error(f"--recluster-epochs: {exc}")
     if not 0 <= args.distill <= 1:
         ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
@@ -96,14 +108,15 @@ def main():
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     flags = " --float16" * args.float16 + " --fold-batchnorm" * args.fold_batchnorm
     for method, d, k, seed in args.arms:
-        name = f"{method}_d{d}_k{k}_s{seed}{kd_tag}{args.tag}"
+        rc_tag = f"_rc{recluster.rounds}x{recluster.epochs}" if recluster else ""
+        name = f"{method}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
                            calib_batches=args.calib_batches, seed=seed)
         out_file = os.path.join(args.workdir, name + ".gwk")
         report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr,
                                    qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),
-                                   show_progress=show, distill=distill)
+                                   show_progress=show, distill=distill, recluster=recluster)
         reloaded = model_file.load_model(out_file).eval()
         report.update({
             "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test),
@@ -116,6 +129,8 @@ def main():
                                    f"--finetune-images {args.finetune_images} --lr {args.lr} "
                                    f"--calib-batches {args.calib_batches}{flags}" + (f" --tag {args.tag}" if args.tag else "")
                                    + (f" --distill {args.distill:g} --temperature {args.temperature:g}" if distill else "")
+                                   + (f" --recluster-rounds {recluster.rounds} --recluster-epochs {recluster.epochs}"
+                                      if recluster else "")
                                    + f" --arms {method}:{d}:{k}:{seed}")},
             "machine": machine(), "arm_seconds": time.perf_counter() - arm_started})
         write_json(os.path.join(args.out, name + ".json"), report)

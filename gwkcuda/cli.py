@@ -32,6 +32,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ct
 CHECKPOINTS = ("float.pt", "qat.pt", "finetune.pt")  # compress's per-phase checkpoints in its work folder
 
 
+def _checkpoints(workdir: Path):
+    """The per-phase checkpoints in a work folder: CHECKPOINTS and one per re-clustering round."""
+    return [workdir / n for n in CHECKPOINTS] + sorted(workdir.glob("recluster*.pt"))
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what was kept and how to continue: one line, exit status 130."""
 
@@ -156,6 +161,12 @@ def cmd_compress(args) -> int:
     if args.method != "binquant" and args.bits is not None:
         qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
                                   delta=args.delta, delta_every=args.delta_every)
+    recluster = None
+    if args.method != "binquant" and args.recluster_rounds:
+        if qat is None:
+            raise UserError(f"--recluster-rounds {args.recluster_rounds} trains the latent weights through "
+                            "the codebooks of EWGS layers: it needs --bits (quantisation-aware training)")
+        recluster = pipelines.Recluster(rounds=args.recluster_rounds, epochs=args.recluster_epochs)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
     _check_output(out, "--out")
     if args.report:
@@ -174,12 +185,12 @@ def cmd_compress(args) -> int:
     try:
         with workdir_lock(workdir):
             try:
-                report = _compress_in(workdir, args, task, config, qat, out, device, progress)
+                report = _compress_in(workdir, args, task, config, qat, recluster, out, device, progress)
             except KeyboardInterrupt:
                 raise Interrupted(f"interrupted; the finished epochs are kept in {workdir}, and {out} was not "
                                   f"written; to continue: {resume}") from None
             except (UserError, ValueError, OSError) as exc:
-                if any((workdir / n).exists() for n in CHECKPOINTS):  # never left behind silently
+                if any(c.exists() for c in _checkpoints(workdir)):  # never left behind silently
                     raise UserError(f"{_one_line(exc)} (the finished epochs are kept in {workdir}; once the "
                                     f"cause is fixed, continue with: {resume})") from exc
                 raise
@@ -244,12 +255,12 @@ def _check_gwk_knobs(args, task, config, model) -> list:
     return [f"{name} ({why}; {100 * sizes[name] / total:.1f}% of the weights)" for name, why in skipped.items()]
 
 
-def _compress_in(workdir: Path, args, task, config, qat, out, device, progress) -> dict:
+def _compress_in(workdir: Path, args, task, config, qat, recluster, out, device, progress) -> dict:
     """The compression itself, with ``workdir`` held: float model, method, file; the per-epoch
     checkpoints are removed once the file is written."""
     from . import pipelines
 
-    checkpoints = [workdir / n for n in CHECKPOINTS]
+    checkpoints = _checkpoints(workdir)
     if not args.resume:
         for c in checkpoints:  # a fresh run: never continue from an older run's checkpoints
             c.unlink(missing_ok=True)
@@ -264,8 +275,9 @@ def _compress_in(workdir: Path, args, task, config, qat, out, device, progress) 
                                         criterion=args.criterion, storage=storage, device=device)
     else:
         report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr, qat=qat,
-                                   storage=storage, workdir=workdir, device=device, show_progress=progress)
-    for c in checkpoints:  # finished: the checkpoints have served
+                                   storage=storage, workdir=workdir, device=device, show_progress=progress,
+                                   recluster=recluster)
+    for c in _checkpoints(workdir):  # finished: the checkpoints have served
         c.unlink(missing_ok=True)
     return report
 
@@ -468,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed EWGS delta (default: a Hessian estimate after every --delta-every epochs)")
     g.add_argument("--delta-every", type=_count(1), default=1,
                    help="epochs between EWGS delta estimates (default: %(default)s)")
+    g.add_argument("--recluster-rounds", type=_count(0), default=0,
+                   help="clustering inside retraining (needs --bits): rounds of GWK clustering of the latent "
+                        "weights, each followed by --recluster-epochs epochs of training straight through the "
+                        "codebooks, before the final clustering (default: %(default)s, one clustering)")
+    g.add_argument("--recluster-epochs", type=_count(1), default=1,
+                   help="training epochs per re-clustering round (default: %(default)s)")
     _add_common(p)
     p.set_defaults(func=cmd_compress)
 

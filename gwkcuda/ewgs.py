@@ -68,15 +68,32 @@ class _Quantized:
 
     def latent_weight(self) -> torch.Tensor:
         """The float weight the quantiser sees: the parameter, or after :meth:`use_pq` the
-        product-quantised weight decoded from codes and codebook (differentiable in the codebook)."""
+        product-quantised weight decoded from codes and codebook (differentiable in the codebook).
+        While the layer keeps its float weight (use_pq(..., keep_latent=True)) the decoded weight
+        passes its gradient on to that weight too (straight-through), so that it keeps training
+        and can be clustered again."""
         if self.codebook is None:
             return self.weight
-        return ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
+        decoded = ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
+        if self.keeps_latent:
+            return decoded + (self.weight - self.weight.detach())
+        return decoded
 
-    def use_pq(self, pq: PQWeight) -> None:
+    @property
+    def keeps_latent(self) -> bool:
+        return self.codebook is not None and isinstance(getattr(self, "weight", None), nn.Parameter)
+
+    def use_pq(self, pq: PQWeight, keep_latent: bool = False) -> None:
         """Replaces the weight parameter by fixed codes and a trainable codebook (GWK-PQ of the
-        latent weights; EWGS then quantises the decoded weight element-wise)."""
-        del self.weight
+        latent weights; EWGS then quantises the decoded weight element-wise). keep_latent: keep
+        the float weight as well, trained straight through the codebook (clustering inside
+        retraining: the next use_pq clusters it again); False drops it (codes fixed from then on)."""
+        expected = tuple(self.weight_shape if self.codebook is not None else self.weight.shape)
+        if tuple(pq.shape) != expected:
+            raise ValueError(f"{type(self).__name__}.use_pq: expected a PQ weight of shape {list(expected)}, "
+                             f"got {list(pq.shape)}")
+        if not keep_latent and hasattr(self, "weight"):
+            del self.weight
         self.register_buffer("codes", pq.codes.clone())
         self.codebook = nn.Parameter(pq.codebook.clone())
         self.pq_config, self.weight_shape = pq.config, tuple(pq.shape)

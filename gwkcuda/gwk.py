@@ -26,7 +26,7 @@ from .importance import MODES as IMPORTANCE_MODES
 from .importance import accumulate_importance, check_samples, fisher_of_samples
 from .nn import install_pq
 from .pq import PQConfig, PQWeight, gwk_quantize  # noqa: F401  (gwk_quantize: part of this module's API)
-from .weights import candidate_weights, gates, weight_of
+from .weights import candidate_weights, gates, is_recurrent_weight, weight_of
 
 
 @dataclass
@@ -84,23 +84,28 @@ def plan_layers(model: nn.Module, config: GWKConfig):
     return plan, skipped
 
 
-def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight]) -> nn.Module:
+def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight], keep_latent: bool = False) -> nn.Module:
     """Swaps each named Conv2d/Linear for a PQConv2d/PQLinear holding its PQWeight (bias kept);
     an EWGS layer (QConv2d/QLinear) keeps its quantisers and takes codes and codebook instead of
-    its weight; a recurrent matrix becomes codes and codebook inside its module."""
+    its weight (and keeps the weight too with keep_latent, see nn.install_pq); a recurrent matrix
+    becomes codes and codebook inside its module."""
     for name, weight in pq.items():
-        install_pq(model, name, weight)
+        install_pq(model, name, weight, keep_latent=keep_latent)
     return model
 
 
 def gwk_compress(model: nn.Module, config: GWKConfig,
                  run_backward: Optional[Callable[[Callable[[], None]], None]] = None,
-                 show_progress: bool = False, samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+                 show_progress: bool = False, samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                 keep_latent: bool = False):
     """Importances (unless uniform), batched GWK clustering and the swap to PQ layers, in place.
 
     run_backward: see :func:`accumulate_importance` (importances "abs" and "square").
     samples: (inputs [S, ...], targets [S]) for importance "fisher" (cross-entropy per sample; the
     first config.fisher_samples are used).
+    keep_latent: the EWGS layers keep their float weights, trained straight through the codebooks
+    (clustering inside retraining). Called again on such a model, it clusters those weights
+    afresh, each layer's k-means warm-started from its current codebook.
     Returns (model, report): report lists per layer the (d, k), bits per weight of the indices and
     the inertia-free facts, and the layers left in float with their reason."""
     plan, skipped = plan_layers(model, config)
@@ -115,9 +120,20 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
         importance = accumulate_importance(model, plan, run_backward, config.importance)
     weights = {n: weight_of(model, n) for n in plan}
     pq = gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed,
-                      show_progress=show_progress)
-    replace_with_pq(model, pq)
+                      show_progress=show_progress, init=_current_codebooks(model, plan) or None)
+    replace_with_pq(model, pq, keep_latent=keep_latent)
     report = {"layers": [{"name": n, "shape": list(p.shape), "d": p.config.d, "k": p.config.k,
                           "bits_per_weight": p.bits_per_weight["indices"]} for n, p in pq.items()],
               "float_layers": skipped}
     return model, report
+
+
+def _current_codebooks(model: nn.Module, plan) -> Dict[str, torch.Tensor]:
+    """name -> codebook [G, k, d] of each planned layer clustered before with the same PQConfig
+    and still keeping its float weight: the warm start of its next clustering."""
+    out = {}
+    for name, cfg in plan.items():
+        module = None if is_recurrent_weight(name) else model.get_submodule(name)
+        if getattr(module, "keeps_latent", False) and module.pq_config == cfg:
+            out[name] = module.codebook.detach()
+    return out

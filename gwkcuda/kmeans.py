@@ -219,15 +219,17 @@ def optimal_kmeans_1d(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *,
 
 
 def cluster(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k: int, iters: int = 50, seed: int = 0,
-            lengths=None, show_progress: bool = False, labels_dtype: torch.dtype = torch.int64) -> KMeansResult:
+            lengths=None, show_progress: bool = False, labels_dtype: torch.dtype = torch.int64,
+            init: Optional[torch.Tensor] = None) -> KMeansResult:
     """The clustering the pipelines use: exact (:func:`optimal_kmeans_1d`) for scalar points
     whose split table fits EXACT_1D_MAX_SPLITS, else :func:`weighted_kmeans` (Lloyd from
-    k-means++, ``iters`` and ``seed`` apply). Same arguments and result as weighted_kmeans."""
+    k-means++, or from ``init`` [B, k, d] when given; ``iters`` and ``seed`` apply). Same
+    arguments and result as weighted_kmeans."""
     if x.shape[-1] == 1 and k * (x.shape[-2] + 1) <= EXACT_1D_MAX_SPLITS:
         r = optimal_kmeans_1d(x, weight, k=k, lengths=lengths)
         return r._replace(labels=r.labels.to(labels_dtype))
     return weighted_kmeans(x, weight, k=k, iters=iters, seed=seed, lengths=lengths, show_progress=show_progress,
-                           labels_dtype=labels_dtype)
+                           labels_dtype=labels_dtype, init="kmeans++" if init is None else init)
 
 
 def kmeanspp_batches(k: int):

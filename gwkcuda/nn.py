@@ -127,22 +127,27 @@ class PQEmbedding(_PQBase):
         return f"{self.num_embeddings}, {self.embedding_dim}, d={c.d}, k={c.k}"
 
 
-def install_pq(model: nn.Module, name: str, pq: PQWeight) -> None:
+def install_pq(model: nn.Module, name: str, pq: PQWeight, keep_latent: bool = False) -> None:
     """Gives the layer ``name`` of ``model`` the product-quantised weight ``pq``, in place: an EWGS
     layer (QConv2d/QLinear) takes codes and codebook instead of its weight and keeps its
     quantisers; an nn.Linear/nn.Conv2d/nn.Embedding is replaced by a PQLinear/PQConv2d/PQEmbedding
     with its bias and geometry, on the codebook's device; a recurrent matrix (a parameter name such
     as "rnn.weight_ih_l0") becomes codes and codebook inside its nn.LSTM/nn.GRU/nn.RNN (see
-    gwkcuda.recurrent). TypeError for any other kind of layer."""
+    gwkcuda.recurrent). TypeError for any other kind of layer. keep_latent: an EWGS layer keeps
+    its float weight, trained straight through the codebook (see ewgs.QConv2d.use_pq); only EWGS
+    layers can."""
+    module = None if is_recurrent_weight(name) else model.get_submodule(name)
+    if keep_latent and not hasattr(module, "use_pq"):
+        raise TypeError(f"install_pq: keep_latent needs an EWGS layer (QConv2d/QLinear, after QAT), "
+                        f"got {name}: {type(module).__name__ if module is not None else 'a recurrent matrix'}")
     if is_recurrent_weight(name):
         try:
             install_recurrent_pq(model, name, pq)
         except ValueError as exc:
             raise TypeError(str(exc)) from exc
         return
-    module = model.get_submodule(name)
     if hasattr(module, "use_pq"):
-        module.use_pq(pq)
+        module.use_pq(pq, keep_latent=keep_latent)
         return
     if isinstance(module, nn.Linear):
         new = PQLinear(pq, module.bias)

@@ -166,6 +166,24 @@ class QATConfig:
             raise ValueError(f"QATConfig: expected delta >= 0 or None, got {self.delta!r}")
 
 
+@dataclass(frozen=True)
+class Recluster:
+    """Clustering inside retraining (paper-spec 2.4, 2.6), an option of run_gwk after QAT:
+    ``rounds`` times, the latent (EWGS) weights are clustered by GWK with fresh importances (from
+    the second round on warm-started from the current codebooks) and then trained ``epochs``
+    epochs straight through the codebooks (codes fixed within a round; codebooks, latent weights
+    and the rest train). The chain's final clustering, from the latent weights, and its fine-tuning
+    with codes fixed follow."""
+    rounds: int = 1
+    epochs: int = 1
+
+    def __post_init__(self):
+        for name in ("rounds", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Recluster: expected {name} an int >= 1, got {value!r}")
+
+
 def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
     """Adam groups: EWGS quantiser parameters at quantizer_lr, everything else at lr."""
     from .ewgs import quantized_layers
@@ -219,19 +237,24 @@ def run_qat(model: nn.Module, task: Task, qat: QATConfig, *, seed: int = 0, batc
 def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int = 5,
             lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, after_qat=None,
             storage: Optional[dict] = None, workdir=None, device="cpu", show_progress: bool = False,
-            distill: Optional[train.Distillation] = None) -> dict:
+            distill: Optional[train.Distillation] = None, recluster: Optional[Recluster] = None) -> dict:
     """The GWK chain on a copy of the float ``model``: [EWGS QAT] -> GWK-PQ (or plain k-means with
     importance "uniform") of the (latent) weights -> ``epochs`` of fine-tuning with codes fixed
     (codebooks, batch norm, biases, float layers, and quantiser parameters at qat.quantizer_lr);
     writes ``out`` (storage: model_file.save_model's float_dtype and fold_batchnorm) and returns
     the report. distill: knowledge distillation from a teacher (say the float model) during the
-    fine-tuning (train.Distillation; pass the same to run_qat for the QAT phase).
+    fine-tuning (train.Distillation; pass the same to run_qat for the QAT phase). recluster:
+    rounds of clustering inside retraining before the final clustering (:class:`Recluster`; needs
+    ``qat``); their accuracies and losses go into the report's details.
 
     after_qat: the (model, details) run_qat returned for this ``model`` and ``qat``, to share one
     QAT run among arms that differ from the clustering on (None: run it here).
     workdir: a folder for per-epoch checkpoints (qat.pt, finetune.pt); a run started again with
     the same arguments and workdir resumes after the last finished epoch and ends with the same
     result as an uninterrupted run."""
+    if recluster is not None and qat is None:
+        raise ValueError("run_gwk: recluster trains the latent weights through the codebooks of EWGS layers, "
+                         "so it needs qat (a QATConfig), got qat=None")
     started = time.perf_counter()
     xr, yr, _ = task.report_half()
     baseline = train.accuracy(model.to(device), xr, yr, device=device)
@@ -253,10 +276,24 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
                                batch=batch, device=device, after_each=after_each, seed=config.seed)
 
     samples = _fisher_samples(task, config.fisher_samples, config.seed) if config.importance == "fisher" else None
+    quantizer_lr = qat.quantizer_lr if qat is not None else lr
+    rounds = []
+    for r in range(recluster.rounds if recluster is not None else 0):
+        gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples, keep_latent=True)
+        model.to(device)
+        clustered = train.accuracy(model, xr, yr, device=device)
+        losses = train.train(
+            model, task.x_train, task.y_train, epochs=recluster.epochs, lr=lr, batch=batch,
+            params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 2 + r,
+            device=device, show_progress=show_progress, desc=f"re-clustering round {r + 1}/{recluster.rounds}",
+            checkpoint=workdir / f"recluster{r}.pt" if workdir else None, distill=distill)
+        rounds.append({"accuracy_after_clustering": clustered, "losses": losses,
+                       "accuracy_after_training": train.accuracy(model, xr, yr, device=device)})
+    if rounds:
+        details["recluster_rounds"] = rounds
     _, gwk_report = gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples)
     model.to(device)
     details["accuracy_before_finetune"] = train.accuracy(model, xr, yr, device=device)
-    quantizer_lr = qat.quantizer_lr if qat is not None else lr
     details["finetune_losses"] = train.train(
         model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch,
         params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 1,
@@ -267,7 +304,8 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     info = model_file.save_model(out, model, arch=task.arch, meta={"method": method}, **(storage or {}))
     settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch, "storage": storage or {},
                 "qat": dataclasses.asdict(qat) if qat is not None else None,
-                "distill": distill.settings() if distill is not None else None}
+                "distill": distill.settings() if distill is not None else None,
+                "recluster": dataclasses.asdict(recluster) if recluster is not None else None}
     report = _header(method, task, device, settings)
     report["details"] = details
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)

@@ -164,7 +164,8 @@ def _nudge(s: torch.Tensor, beta: Optional[float], mean: float) -> torch.Tensor:
 
 def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                  importance: Optional[Dict[str, torch.Tensor]] = None, *, beta: Optional[float] = None,
-                 iters: int = 25, seed: int = 0, show_progress: bool = False) -> Dict[str, PQWeight]:
+                 iters: int = 25, seed: int = 0, show_progress: bool = False,
+                 init: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, PQWeight]:
     """Product-quantises every weight of ``plan`` with (gradient-)weighted k-means, the layers that
     share (d, k) in one batched call (padded with zero-weight points).
 
@@ -176,6 +177,10 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         weights: name -> weight [N, ...]; plan: name -> PQConfig.
         importance: name -> per-weight importance of the weight's shape, or None (plain k-means).
         beta: see GWKConfig (the mean is over the whole layer).
+        init: name -> codebook [G, k, d] to start that layer's Lloyd iterations from (say its
+            codebook from an earlier clustering) instead of k-means++; layers of one batched call
+            start from k-means++ unless all of them have one. Scalar codebooks solved exactly
+            need none.
     Returns:
         name -> PQWeight (codes [N, K/d], codebook [G, k, d])."""
     def sub_weights(n, d):
@@ -190,6 +195,7 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
         return PQWeight(labels.reshape(weight.shape[0], -1).to(cfg.code_dtype),
                         centroids.to(weight.dtype).contiguous(), tuple(weight.shape), cfg)
 
+    init = {n: _check_init(c, plan.get(n), n) for n, c in (init or {}).items()}
     by_shape, out = {}, {}
     for name, cfg in plan.items():
         if cfg.groups == 1:
@@ -212,7 +218,9 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
                 unweighted += int((w.sum(1) <= 0).sum())
             with warnings.catch_warnings():  # one warning per layer below, not one per slice
                 warnings.filterwarnings("ignore", "weighted_kmeans: every weight is zero", RuntimeWarning)
-                r = cluster(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress)
+                start = init[name][g:g + step] if name in init else None
+                r = cluster(x[g:g + step], w, k=cfg.k, iters=iters, seed=seed, show_progress=show_progress,
+                            init=start)
             codes[g:g + step], codebook[g:g + step] = r.labels, r.centroids
         if unweighted:
             warnings.warn(f"gwk_quantize: {name}: {unweighted} of {G} groups have zero importance everywhere "
@@ -226,9 +234,23 @@ def gwk_quantize(weights: Dict[str, torch.Tensor], plan: Dict[str, PQConfig],
             x, w, lengths = xs[0].unsqueeze(0), None if ws is None else ws[0].unsqueeze(0), None
         else:
             x, w, lengths = stack_problems(xs, ws)
+        start = None
+        if all(n in init for n in names):
+            start = torch.cat([init[n] for n in names]).to(x.device, x.dtype)
         result = cluster(x, w, k=k, iters=iters, seed=seed, lengths=lengths,
-                                 show_progress=show_progress, labels_dtype=torch.int32)
+                         show_progress=show_progress, labels_dtype=torch.int32, init=start)
         del x, w, ws  # the point weights go before the codes are made
         for b, n in enumerate(names):
             out[n] = result_for(n, result.labels[b, : xs[b].shape[0]], result.centroids[b:b + 1])
     return {n: out[n] for n in plan}
+
+
+def _check_init(codebook: torch.Tensor, cfg: Optional[PQConfig], name: str) -> torch.Tensor:
+    """A layer's starting codebook, checked against its PQConfig: [G, k, d]."""
+    if cfg is None:
+        raise ValueError(f"gwk_quantize: init names {name!r}, which is not in the plan")
+    expected = (cfg.groups, cfg.k, cfg.d)
+    if not isinstance(codebook, torch.Tensor) or tuple(codebook.shape) != expected:
+        got = list(codebook.shape) if isinstance(codebook, torch.Tensor) else type(codebook).__name__
+        raise ValueError(f"gwk_quantize: expected init[{name!r}] a codebook of shape {list(expected)}, got {got}")
+    return codebook.detach()

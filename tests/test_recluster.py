@@ -1,0 +1,137 @@
+"""Clustering inside retraining: EWGS layers that keep their float weight behind the codebook
+(straight-through), warm-started re-clustering, and the GWK chain's re-clustering rounds."""
+import copy
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gwkcuda import cli, model_file, pipelines, reference, train
+from gwkcuda.ewgs import QConv2d
+from gwkcuda.gwk import GWKConfig
+from gwkcuda.pq import PQConfig, gwk_quantize, pq_quantize
+
+
+def quantized_conv(seed=0):
+    torch.manual_seed(seed)
+    conv = QConv2d(4, 6, 3, padding=1, bits_w=4, bits_a=None)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn_like(conv.weight) * 0.3)
+    return conv
+
+
+def test_the_latent_weight_gets_the_decoded_weights_gradient():
+    conv = quantized_conv()
+    pq = pq_quantize(conv.weight.detach(), PQConfig(4, 8), iters=5)
+    latent, fixed = copy.deepcopy(conv), copy.deepcopy(conv)
+    latent.use_pq(pq, keep_latent=True)
+    fixed.use_pq(pq)
+    assert latent.keeps_latent and not fixed.keeps_latent and not hasattr(fixed, "weight")
+    x = torch.randn(2, 4, 5, 5)
+    y_latent, y_fixed = latent(x), fixed(x)
+    assert torch.equal(y_latent, y_fixed)  # straight-through changes no forward value
+    y_latent.square().sum().backward()
+    y_fixed.square().sum().backward()
+    assert torch.equal(latent.codebook.grad, fixed.codebook.grad)
+    # The reference: the same forward with the decoded weight as a leaf tensor.
+    leaf = reference.pq_decode(pq.codes, pq.codebook).reshape(pq.shape).clone().requires_grad_(True)
+    probe = copy.deepcopy(fixed)
+    probe.latent_weight = lambda: leaf
+    probe(x).square().sum().backward()
+    torch.testing.assert_close(latent.weight.grad, leaf.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_use_pq_refuses_a_weight_of_another_shape():
+    conv = quantized_conv()
+    other = pq_quantize(torch.randn(6, 8, 3, 3), PQConfig(4, 8), iters=2)
+    with pytest.raises(ValueError, match=r"expected a PQ weight of shape \[6, 4, 3, 3\], got \[6, 8, 3, 3\]"):
+        conv.use_pq(other)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_gwk_quantize_starts_from_the_given_codebooks(groups):
+    gen = torch.Generator().manual_seed(0)
+    weights = {"a": torch.randn(6, 16, generator=gen), "b": torch.randn(9, 8, generator=gen)}
+    plan = {"a": PQConfig(4, 5, groups), "b": PQConfig(4, 5, groups)}
+    init = {n: torch.randn(groups, 5, 4, generator=gen) for n in weights}
+    # No iteration: the codebooks are the starting ones, the codes their nearest codewords.
+    pq = gwk_quantize(weights, plan, iters=0, init=init)
+    for n, w in weights.items():
+        assert torch.equal(pq[n].codebook, init[n])
+        points = w.reshape(groups, -1, 4)
+        nearest = torch.cdist(points.double(), init[n].double()).argmin(-1)
+        assert torch.equal(pq[n].codes.long().reshape(groups, -1), nearest)
+    with pytest.raises(ValueError, match=r"expected init\['a'\] a codebook of shape \[1, 5, 4\], got \[5, 4\]"):
+        gwk_quantize(weights, {n: PQConfig(4, 5) for n in weights}, iters=0, init={"a": init["a"][0]})
+
+
+def test_recluster_settings_are_checked():
+    for bad, field in (({"rounds": 0}, "rounds"), ({"epochs": 1.5}, "epochs"), ({"rounds": True}, "rounds")):
+        with pytest.raises(ValueError, match=f"Recluster: expected {field} an int >= 1, got"):
+            pipelines.Recluster(**bad)
+
+
+@pytest.fixture(scope="module")
+def small_task():
+    task = pipelines.load_task("digits_cnn", "digits")
+    return dataclasses.replace(task, x_train=task.x_train[:256], y_train=task.y_train[:256])
+
+
+@pytest.mark.slow
+def test_the_chain_reclusters_inside_retraining(digits_model, small_task, tmp_path):
+    model = digits_model[0]
+    config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
+    qat = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
+    with pytest.raises(ValueError, match="recluster .* needs qat"):
+        pipelines.run_gwk(model, small_task, tmp_path / "x.gwk", config, epochs=1,
+                          recluster=pipelines.Recluster(1, 1))
+    after_qat = pipelines.run_qat(model, small_task, qat)
+    plain = pipelines.run_gwk(model, small_task, tmp_path / "plain.gwk", config, epochs=1, qat=qat,
+                              after_qat=after_qat)
+    report = pipelines.run_gwk(model, small_task, tmp_path / "rc.gwk", config, epochs=1, qat=qat,
+                               after_qat=after_qat, recluster=pipelines.Recluster(rounds=2, epochs=1))
+    assert "recluster_rounds" not in plain["details"]
+    rounds = report["details"]["recluster_rounds"]
+    assert len(rounds) == 2 and all(len(r["losses"]) == 1 for r in rounds)
+    assert report["settings"]["recluster"] == {"rounds": 2, "epochs": 1}
+    # The file holds codes and codebooks only: no latent weight left behind.
+    loaded = model_file.load_model(tmp_path / "rc.gwk")
+    convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
+    assert convs and not any(m.keeps_latent for m in convs)
+    assert report["details"]["finetune_losses"] != plain["details"]["finetune_losses"]
+
+
+@pytest.mark.slow
+def test_a_killed_reclustering_run_resumes_to_the_same_file(tmp_path, monkeypatch):
+    argv = ["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--device", "cpu",
+            "--float-epochs", "1", "--bits", "4", "--qat-epochs", "1", "--delta", "0", "--epochs", "1",
+            "--calib-batches", "2", "--iters", "5", "--recluster-rounds", "2", "--recluster-epochs", "2"]
+    assert cli.main(argv + ["--out", str(tmp_path / "full.gwk")]) == 0
+    original, saved = train._save_atomic, {"n": 0}
+
+    class Killed(BaseException):
+        pass
+
+    def save_then_die(obj, path):
+        original(obj, path)
+        saved["n"] += 1
+        if saved["n"] == 3:  # float, QAT, then round 1's 1st epoch of 2: killed inside round 1
+            raise Killed
+
+    monkeypatch.setattr(train, "_save_atomic", save_then_die)
+    with pytest.raises(Killed):
+        cli.main(argv + ["--out", str(tmp_path / "resumed.gwk")])
+    assert (tmp_path / "resumed.gwk.work" / "recluster0.pt").exists()
+    monkeypatch.setattr(train, "_save_atomic", original)
+    assert cli.main(argv + ["--out", str(tmp_path / "resumed.gwk"), "--resume"]) == 0
+    assert (tmp_path / "resumed.gwk").read_bytes() == (tmp_path / "full.gwk").read_bytes()
+    assert not (tmp_path / "resumed.gwk.work").exists()
+
+
+def test_the_cli_refuses_reclustering_without_qat(tmp_path, capsys):
+    code = cli.main(["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits",
+                     "--recluster-rounds", "2", "--out", str(tmp_path / "x.gwk")])
+    assert code == 2
+    assert "--recluster-rounds 2 trains the latent weights through the codebooks of EWGS layers: it needs " \
+           "--bits" in capsys.readouterr().err
