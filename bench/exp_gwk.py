@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
 import sys
 import time
 
@@ -38,17 +39,46 @@ def parse_arm(text):
     return method, int(d), int(k), int(seed)
 
 
+def rerun_command(argv, arm):
+    """The command that reruns one arm: this run's arguments with the work folder left to the
+    reader and --arms cut to that arm."""
+    out, args = [], iter(argv)
+    for a in args:
+        if a == "--workdir":
+            next(args, None)
+            out += ["--workdir", "<dir>"]
+        elif a == "--arms":
+            for value in args:
+                if value.startswith("--"):
+                    out.append(value)
+                    break
+        else:
+            out.append(a)
+    return "python bench/exp_gwk.py " + shlex.join(out + ["--arms", arm])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--model", default="resnet20", choices=["resnet20", "resnet32", "resnet56", "mobilenetv2"])
     ap.add_argument("--checkpoint", default=None,
-                    help="pretrained ResNet-20 (default: <data-root>/pretrained/resnet20-12fca82f.th)")
+                    help="pretrained float model (default: <data-root>/pretrained/resnet20-12fca82f.th or "
+                         "resnet32-d509ac18.th for those models; the others are trained from scratch for "
+                         "--float-epochs)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batch", type=int, default=64, help="training batch size of every phase")
+    ap.add_argument("--train-images", type=int, default=None,
+                    help="use only the first N training images in every phase (default: all 50,000)")
+    ap.add_argument("--test-images", type=int, default=None,
+                    help="judge on the first N test images (default: all 10,000)")
     ap.add_argument("--workdir", required=True, help="checkpoints of the shared phases and of each arm")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "gwk"))
     ap.add_argument("--float-epochs", type=int, default=1)
     ap.add_argument("--float-lr", type=float, default=5e-4)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--qat-epochs", type=int, default=2)
+    ap.add_argument("--delta", type=float, default=None,
+                    help="a fixed EWGS delta instead of the Hessian estimate (a QAT run of its own)")
     ap.add_argument("--epochs", type=int, default=1, help="codebook fine-tuning epochs per arm")
     ap.add_argument("--finetune-images", type=int, default=25000,
                     help="fine-tune each arm on the first N (shuffled-order) training images")
@@ -78,27 +108,43 @@ def main():
         ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         ap.error(f"--temperature: expected a finite number > 0, got {args.temperature}")
+    for flag in ("batch", "train_images", "test_images"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            ap.error(f"--{flag.replace('_', '-')}: expected an int >= 1, got {value}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: torch sees no CUDA device")
     root = args.data_root
-    checkpoint = args.checkpoint or os.path.join(root or "../shared/data", "pretrained", "resnet20-12fca82f.th")
+    pretrained = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
+    checkpoint = args.checkpoint or (os.path.join(root or "../shared/data", "pretrained", pretrained[args.model])
+                                     if args.model in pretrained else None)
     os.makedirs(args.out, exist_ok=True)
     show = sys.stderr.isatty()
+    device, batch = args.device, args.batch
 
-    task = pipelines.load_task("resnet20", "cifar10", root)
+    task = pipelines.load_task(args.model, "cifar10", root)
+    task = dataclasses.replace(task, x_train=task.x_train[:args.train_images], y_train=task.y_train[:args.train_images],
+                               x_test=task.x_test[:args.test_images], y_test=task.y_test[:args.test_images])
+    judged = f"all {len(task.x_test):,} test images"
+    model_tag = "" if args.model == "resnet20" else f"_{args.model}"  # in the names of folders and arms
     started = time.perf_counter()
-    fmodel = pipelines.float_model(task, checkpoint, epochs=args.float_epochs, lr=args.float_lr,
-                                   workdir=os.path.join(args.workdir, "float"), show_progress=show)
+    fmodel = pipelines.float_model(task, checkpoint, epochs=args.float_epochs, lr=args.float_lr, device=device,
+                                   batch=batch, workdir=os.path.join(args.workdir, "float" + model_tag),
+                                   show_progress=show)
     fmodel.eval()
-    float_full = train.accuracy(fmodel, task.x_test, task.y_test)
-    print(f"float: {100 * float_full:.2f}% on all 10,000 test images ({time.perf_counter() - started:.0f} s)",
+    float_full = train.accuracy(fmodel, task.x_test, task.y_test, device=device)
+    print(f"float {args.model}: {100 * float_full:.2f}% on {judged} ({time.perf_counter() - started:.0f} s)",
           flush=True)
-    qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs)
+    qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, delta=args.delta)
     distill = train.Distillation(fmodel, args.distill, args.temperature) if args.distill else None
     kd_tag = f"_kd{args.distill:g}t{args.temperature:g}" if distill else ""
-    qat_dir = os.path.join(args.workdir, "qat" + kd_tag)  # a distilled QAT is a run of its own
+    delta_tag = "" if args.delta is None else f"_delta{args.delta:g}"
+    qat_dir = os.path.join(args.workdir, "qat" + model_tag + kd_tag + delta_tag)  # each QAT setting: a run of its own
     os.makedirs(qat_dir, exist_ok=True)
-    after_qat = pipelines.run_qat(fmodel, task, qat, seed=0, workdir=qat_dir, show_progress=show, distill=distill)
-    qat_full = train.accuracy(after_qat[0].eval(), task.x_test, task.y_test)
-    print(f"EWGS QAT W{args.bits}A{args.bits}: {100 * qat_full:.2f}% on all 10,000 test images "
+    after_qat = pipelines.run_qat(fmodel, task, qat, seed=0, batch=batch, workdir=qat_dir, device=device,
+                                  show_progress=show, distill=distill)
+    qat_full = train.accuracy(after_qat[0].eval(), task.x_test, task.y_test, device=device)
+    print(f"EWGS QAT W{args.bits}A{args.bits}: {100 * qat_full:.2f}% on {judged} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
 
     # The arms fine-tune on a fixed random subset of the train split (same for every arm).
@@ -106,32 +152,23 @@ def main():
     subset = order[:args.finetune_images]
     ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
-    flags = " --float16" * args.float16 + " --fold-batchnorm" * args.fold_batchnorm
     for method, d, k, seed in args.arms:
         rc_tag = f"_rc{recluster.rounds}x{recluster.epochs}" if recluster else ""
-        name = f"{method}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{args.tag}"
+        name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
                            calib_batches=args.calib_batches, seed=seed)
         out_file = os.path.join(args.workdir, name + ".gwk")
-        report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr,
+        report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr, batch=batch,
                                    qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),
-                                   show_progress=show, distill=distill, recluster=recluster)
+                                   device=device, show_progress=show, distill=distill, recluster=recluster)
         reloaded = model_file.load_model(out_file).eval()
         report.update({
-            "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test),
+            "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test, device=device),
             "baseline_full_test": float_full, "qat_full_test": qat_full,
             "shared": {"float_epochs": args.float_epochs, "float_lr": args.float_lr,
                        "qat": dataclasses.asdict(qat), "finetune_images": args.finetune_images,
-                       "command": (f"python bench/exp_gwk.py --data-root ../shared/data --workdir <dir> "
-                                   f"--float-epochs {args.float_epochs} --float-lr {args.float_lr} "
-                                   f"--bits {args.bits} --qat-epochs {args.qat_epochs} --epochs {args.epochs} "
-                                   f"--finetune-images {args.finetune_images} --lr {args.lr} "
-                                   f"--calib-batches {args.calib_batches}{flags}" + (f" --tag {args.tag}" if args.tag else "")
-                                   + (f" --distill {args.distill:g} --temperature {args.temperature:g}" if distill else "")
-                                   + (f" --recluster-rounds {recluster.rounds} --recluster-epochs {recluster.epochs}"
-                                      if recluster else "")
-                                   + f" --arms {method}:{d}:{k}:{seed}")},
+                       "command": rerun_command(sys.argv[1:], f"{method}:{d}:{k}:{seed}")},
             "machine": machine(), "arm_seconds": time.perf_counter() - arm_started})
         write_json(os.path.join(args.out, name + ".json"), report)
         r = report["ratios"]

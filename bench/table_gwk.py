@@ -1,15 +1,20 @@
 """Markdown tables of the GWK experiments (the JSON files bench/exp_gwk.py writes).
 
     python bench/table_gwk.py bench/results/gwk/*.json
+    python bench/table_gwk.py --ablation FILES...      # one row per run: the retraining schedules side by side
+    python bench/table_gwk.py --curve OUT.png FILES...  # their test-half accuracy through the retraining
 
 First table: one row per (method, d, k) at seed 0: the three ratios, bits per weight and accuracy
 on all 10,000 test images, with the command that produced it. Second table: GWK against plain
 k-means per (d, k), mean and min-max over the seeds present.
 """
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def load(paths):
@@ -25,8 +30,23 @@ def setting(r):
 
 
 def finetuning(r):
-    """The arm's fine-tuning: (epochs, training images per epoch)."""
-    return r["settings"]["epochs"], r["shared"]["finetune_images"]
+    """The arm's retraining after QAT, in words: re-clustering rounds (if any), then fine-tuning
+    epochs x training images per epoch; distillation if used."""
+    settings, images = r["settings"], r["shared"]["finetune_images"]
+    text = f"{settings['epochs']} x {images} images"
+    rc = settings.get("recluster")
+    if rc:
+        text = f"{rc['rounds']} re-clusterings x {rc['epochs']} + {text}"
+    kd = settings.get("distill")
+    if kd:
+        text += f", distilled (alpha {kd['alpha']:g}, T {kd['temperature']:g})"
+    return text
+
+
+def retraining_epochs(r):
+    """Epochs of training after QAT: re-clustering rounds and fine-tuning."""
+    rc = r["settings"].get("recluster") or {"rounds": 0, "epochs": 0}
+    return rc["rounds"] * rc["epochs"] + r["settings"]["epochs"]
 
 
 def settings_table(runs):
@@ -38,8 +58,7 @@ def settings_table(runs):
         method, d, k = setting(r)
         bpw, ratios = r["bits_per_weight"], r["ratios"]
         acc, base = 100 * r["accuracy_full_test"], 100 * r["baseline_full_test"]
-        epochs, images = finetuning(r)
-        print(f"| {method} | {d} | {k} | {epochs} x {images} images | {bpw['indices']:.3f} | {bpw['all_inclusive']:.3f} | "
+        print(f"| {method} | {d} | {k} | {finetuning(r)} | {bpw['indices']:.3f} | {bpw['all_inclusive']:.3f} | "
               f"{ratios['indices_only']:.1f}x | {ratios['with_codebooks']:.1f}x | {ratios['all_inclusive']:.1f}x | "
               f"{r['file_bytes']} | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | `{r['shared']['command']}` |")
 
@@ -47,14 +66,14 @@ def settings_table(runs):
 def seeds_table(runs):
     groups = defaultdict(list)
     for r in runs:
-        groups[setting(r) + finetuning(r)].append(r)
+        groups[setting(r) + (finetuning(r),)].append(r)
     print("| d | k | fine-tuning | (c) all-inclusive | GWK accuracy %: mean (min-max), seeds | k-means accuracy %: mean (min-max), seeds | "
           "GWK - k-means, points |")
     print("|---|---|---|---|---|---|---|")
     keys = sorted({key[1:] for key in groups}, key=lambda key: (-key[1], key[0], key[2:]))
-    for d, k, epochs, images in keys:
+    for d, k, schedule in keys:
         cells, means = [], []
-        arms = {m: groups.get((m, d, k, epochs, images), []) for m in ("gwk", "kmeans")}
+        arms = {m: groups.get((m, d, k, schedule), []) for m in ("gwk", "kmeans")}
         for method in ("gwk", "kmeans"):
             accs = [100 * r["accuracy_full_test"] for r in arms[method]]
             if not accs:
@@ -66,10 +85,40 @@ def seeds_table(runs):
         if None in means or min(len(arms["gwk"]), len(arms["kmeans"])) < 2:
             continue  # the comparison needs both arms over several seeds
         ratio = arms["gwk"][0]["ratios"]["all_inclusive"]
-        print(f"| {d} | {k} | {epochs} x {images} images | {ratio:.1f}x | {cells[0]} | {cells[1]} | {means[0] - means[1]:+.2f} |")
+        print(f"| {d} | {k} | {schedule} | {ratio:.1f}x | {cells[0]} | {cells[1]} | {means[0] - means[1]:+.2f} |")
+
+
+def ablation_table(runs):
+    """One row per run: the retraining schedule after QAT, the accuracy right after the final
+    clustering (test half) and, after fine-tuning, on the test images."""
+    print("| method | d | k | retraining after QAT | epochs | after final clustering % (test half) | "
+          "accuracy % (float) | drop, points | (c) all-inclusive |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for r in sorted(runs, key=lambda r: (-r["accuracy_full_test"])):
+        method, d, k = setting(r)
+        acc, base = 100 * r["accuracy_full_test"], 100 * r["baseline_full_test"]
+        print(f"| {method} | {d} | {k} | {finetuning(r)} | {retraining_epochs(r)} | "
+              f"{100 * r['details']['accuracy_before_finetune']:.2f} | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | "
+              f"{r['ratios']['all_inclusive']:.1f}x |")
 
 
 def main(paths):
+    if paths[:1] == ["--curve"]:  # --curve OUT.png FILES...: accuracy through the retraining
+        from gwkcuda.plots import plot_retraining
+        runs = load(paths[2:])
+        for r in runs:
+            r["label"] = f"{r['method']}: {finetuning(r)}"
+        plot_retraining(runs, runs[0]["baseline_accuracy"], paths[1],
+                        f"ResNet-20, (d, k) = ({runs[0]['settings']['d']}, {runs[0]['settings']['k']}), "
+                        f"{runs[0]['ratios']['all_inclusive']:.1f}x all-inclusive")
+        print(f"wrote {paths[1]}")
+        return
+    if paths[:1] == ["--ablation"]:
+        runs = load(paths[1:])
+        print(f"{runs[0]['machine']}; float {100 * runs[0]['baseline_full_test']:.2f}%, after EWGS QAT "
+              f"{100 * runs[0]['qat_full_test']:.2f}%, on all 10,000 test images.\n")
+        ablation_table(runs)
+        return
     runs = load(paths)
     r = runs[0]
     shared = r["shared"]

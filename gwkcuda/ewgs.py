@@ -69,15 +69,28 @@ class _Quantized:
     def latent_weight(self) -> torch.Tensor:
         """The float weight the quantiser sees: the parameter, or after :meth:`use_pq` the
         product-quantised weight decoded from codes and codebook (differentiable in the codebook).
-        While the layer keeps its float weight (use_pq(..., keep_latent=True)) the decoded weight
-        passes its gradient on to that weight too (straight-through), so that it keeps training
-        and can be clustered again."""
+        While the layer keeps its float weight (use_pq(..., keep_latent=True)), the codes follow
+        it: each forward assigns every sub-vector of the float weight to its nearest codeword, and
+        the decoded weight passes its gradient on to the float weight (straight-through), so that
+        the float weight trains with the quantised forward in the loop and can be clustered
+        again."""
         if self.codebook is None:
             return self.weight
+        if self.keeps_latent:
+            with torch.no_grad():
+                self.codes.copy_(self._nearest_codes())
         decoded = ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
         if self.keeps_latent:
             return decoded + (self.weight - self.weight.detach())
         return decoded
+
+    def _nearest_codes(self) -> torch.Tensor:
+        """[N, K/d]: the nearest codeword of each d-long sub-vector of the float weight (rows of
+        [N, K] cut along K), in its row group's codebook."""
+        G, k, d = self.codebook.shape
+        points = self.weight.detach().reshape(G, -1, d).to(self.codebook.dtype)
+        labels, _ = ops.kmeans_assign(points.contiguous(), self.codebook.detach().contiguous())
+        return labels.reshape(self.codes.shape)
 
     @property
     def keeps_latent(self) -> bool:

@@ -104,11 +104,17 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
     samples: (inputs [S, ...], targets [S]) for importance "fisher" (cross-entropy per sample; the
     first config.fisher_samples are used).
     keep_latent: the EWGS layers keep their float weights, trained straight through the codebooks
-    (clustering inside retraining). Called again on such a model, it clusters those weights
-    afresh, each layer's k-means warm-started from its current codebook.
+    (clustering inside retraining); the other planned layers (say a float classifier) are left
+    for a later call without it. Called again on such a model, it clusters those weights afresh,
+    each layer's k-means warm-started from its current codebook.
     Returns (model, report): report lists per layer the (d, k), bits per weight of the indices and
     the inertia-free facts, and the layers left in float with their reason."""
     plan, skipped = plan_layers(model, config)
+    if keep_latent:
+        later = [n for n in plan if is_recurrent_weight(n) or not hasattr(model.get_submodule(n), "use_pq")]
+        for n in later:
+            del plan[n]
+            skipped[n] = "not an EWGS layer: clustered when the latent weights are dropped"
     if not plan:
         raise ValueError(f"gwk_compress: no layer to quantise ({skipped})")
     importance = None

@@ -70,10 +70,10 @@ def load_task(model_name: str, data_name: str, root=None) -> Task:
 
 
 def float_model(task: Task, checkpoint=None, *, epochs: int = 20, lr: float = 2e-3, seed: int = 0,
-                device="cpu", show_progress: bool = False, workdir=None) -> nn.Module:
+                device="cpu", show_progress: bool = False, workdir=None, batch: int = 64) -> nn.Module:
     """The float model: from ``checkpoint`` then fine-tuned ``epochs`` on the train split (0: as
-    shipped), or without a checkpoint trained from scratch for ``epochs``. workdir: resumable
-    per-epoch checkpoints (float.pt), as in run_gwk."""
+    shipped), or without a checkpoint trained from scratch for ``epochs``, in batches of ``batch``.
+    workdir: resumable per-epoch checkpoints (float.pt), as in run_gwk."""
     arch = task.arch
     torch.manual_seed(seed)
     model = build_model(task.model_name, arch["num_classes"], arch["in_channels"])
@@ -83,7 +83,7 @@ def float_model(task: Task, checkpoint=None, *, epochs: int = 20, lr: float = 2e
     if epochs > 0:
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
-        train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, seed=seed, device=device,
+        train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch, seed=seed, device=device,
                     augment=task.augment, show_progress=show_progress,
                     desc="float fine-tuning" if checkpoint is not None else "float training",
                     checkpoint=Path(workdir) / "float.pt" if workdir is not None else None)
@@ -171,9 +171,9 @@ class Recluster:
     """Clustering inside retraining (paper-spec 2.4, 2.6), an option of run_gwk after QAT:
     ``rounds`` times, the latent (EWGS) weights are clustered by GWK with fresh importances (from
     the second round on warm-started from the current codebooks) and then trained ``epochs``
-    epochs straight through the codebooks (codes fixed within a round; codebooks, latent weights
-    and the rest train). The chain's final clustering, from the latent weights, and its fine-tuning
-    with codes fixed follow."""
+    epochs straight through the codebooks: every forward assigns the latent weights to their
+    nearest codewords, and codebooks, latent weights and the rest train. The chain's final
+    clustering, from the latent weights, and its fine-tuning with codes fixed follow."""
     rounds: int = 1
     epochs: int = 1
 

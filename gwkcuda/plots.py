@@ -86,6 +86,49 @@ def plot_runs(runs, baseline: float, path, title: str) -> None:
     right.legend(fontsize=8, loc="upper center", ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def retraining_curve(report):
+    """(epochs, accuracies %) of a GWK report on its test half, through the retraining after QAT:
+    after each clustering and after each re-clustering round's training (details
+    recluster_rounds), then after the fine-tuning. Epoch 0 is the first clustering."""
+    rc = report["settings"].get("recluster") or {"epochs": 0}
+    xs, ys, epoch = [], [], 0
+    for r in report["details"].get("recluster_rounds", []):
+        xs += [epoch, epoch + rc["epochs"]]
+        ys += [100 * r["accuracy_after_clustering"], 100 * r["accuracy_after_training"]]
+        epoch += rc["epochs"]
+    xs += [epoch, epoch + report["settings"]["epochs"]]
+    ys += [100 * report["details"]["accuracy_before_finetune"], 100 * report["accuracy"]]
+    return xs, ys
+
+
+def plot_retraining(runs, baseline: float, path, title: str) -> None:
+    """Test-half accuracy (%) against retraining epochs after QAT for each run (its label the
+    report's own "label" key, else its method and setting), the float model as a dashed line;
+    written atomically to ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in runs:
+        xs, ys = retraining_curve(r)
+        ax.plot(xs, ys, marker="o", label=r.get("label") or f"{r['method']} {_setting(r)}")
+    ax.axhline(100 * baseline, color="black", linestyle="--", linewidth=1, label="float")
+    ax.set_xlabel("retraining epochs after QAT (a clustering drops the accuracy at that epoch)")
+    ax.set_ylabel("accuracy on the test half, %")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path) -> None:
+    """The figure as a PNG at ``path``, written atomically (a temporary file, then a rename)."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -42,6 +42,24 @@ def test_the_latent_weight_gets_the_decoded_weights_gradient():
     torch.testing.assert_close(latent.weight.grad, leaf.grad, rtol=1e-6, atol=1e-7)
 
 
+def test_the_codes_follow_the_latent_weight():
+    conv = quantized_conv()
+    pq = pq_quantize(conv.weight.detach(), PQConfig(4, 8), iters=5)
+    conv.use_pq(pq, keep_latent=True)
+    conv(torch.randn(1, 4, 5, 5))
+    assert torch.equal(conv.codes, pq.codes)  # k-means' own labels are the nearest codewords
+    target = torch.tensor([3, 5, 7]).repeat(18)  # 6 rows x 9 sub-vectors of 4
+    with torch.no_grad():  # every sub-vector moved next to codeword 3, 5 or 7 in turn
+        conv.weight.copy_((pq.codebook[0, target] + 1e-3).reshape(conv.weight.shape))
+    x = torch.randn(2, 4, 5, 5)
+    y = conv(x)
+    assert torch.equal(conv.codes.flatten().long(), target)
+    fixed = copy.deepcopy(conv)  # the same codes and codebook, without the float weight
+    del fixed.weight
+    assert not fixed.keeps_latent
+    assert torch.equal(fixed(x), y)
+
+
 def test_use_pq_refuses_a_weight_of_another_shape():
     conv = quantized_conv()
     other = pq_quantize(torch.randn(6, 8, 3, 3), PQConfig(4, 8), iters=2)
@@ -135,3 +153,17 @@ def test_the_cli_refuses_reclustering_without_qat(tmp_path, capsys):
     assert code == 2
     assert "--recluster-rounds 2 trains the latent weights through the codebooks of EWGS layers: it needs " \
            "--bits" in capsys.readouterr().err
+
+
+def test_the_retraining_curve_follows_the_rounds():
+    from gwkcuda.plots import retraining_curve
+    report = {"settings": {"epochs": 2, "recluster": {"rounds": 2, "epochs": 3}}, "accuracy": 0.8,
+              "details": {"accuracy_before_finetune": 0.5, "recluster_rounds": [
+                  {"accuracy_after_clustering": 0.2, "accuracy_after_training": 0.7},
+                  {"accuracy_after_clustering": 0.4, "accuracy_after_training": 0.75}]}}
+    xs, ys = retraining_curve(report)
+    assert xs == [0, 3, 3, 6, 6, 8]
+    assert ys == pytest.approx([20, 70, 40, 75, 50, 80])
+    one_shot = {"settings": {"epochs": 3, "recluster": None}, "accuracy": 0.7,
+                "details": {"accuracy_before_finetune": 0.25}}
+    assert retraining_curve(one_shot) == ([0, 3], [25.0, 70.0])
