@@ -135,7 +135,6 @@ bool pq_linear_lut(const PQShape& s, const acc_t* x, int64_t M, const code_t* co
   return !bad.load();
 }
 
-// W rows [n0, n1) decoded into out [n1 - n0, K]; false on a code out of range.
 // Rows [a, b) of W into out (row n at out + (n - n0) * K), at the CPU's level; true when a code
 // was out of range.
 template <typename scalar_t, typename code_t>
@@ -159,6 +158,7 @@ struct DecodeRows {
   }
 };
 
+// W rows [n0, n1) decoded into out [n1 - n0, K], in parallel; false on a code out of range.
 template <typename scalar_t, typename code_t>
 bool decode_rows(const PQShape& s, const code_t* codes, const scalar_t* codebook, int64_t n0,
                  int64_t n1, scalar_t* out) {
