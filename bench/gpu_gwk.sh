@@ -6,7 +6,7 @@
 # images and file ratios.
 #
 #   bash bench/gpu_gwk.sh            # on a GPU: writes bench/results/gwk_gpu/*.json
-#   bash bench/gpu_gwk.sh --smoke    # on the CPU, a few hundred images, under a minute: the script's check
+#   bash bench/gpu_gwk.sh --smoke    # on the CPU, 16 training and 20 test images, about a minute: the script's check
 #
 # Each model runs under its own time limit (GWK_SLOT seconds, default 110: the three fit in 6
 # minutes, build excluded). A model cut off keeps its per-epoch checkpoints in the work folder

@@ -76,13 +76,12 @@ class _Quantized:
         again."""
         if self.codebook is None:
             return self.weight
-        if self.keeps_latent:
-            with torch.no_grad():
-                self.codes.copy_(self._nearest_codes())
+        if not self.keeps_latent:
+            return ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
+        with torch.no_grad():
+            self.codes.copy_(self._nearest_codes())
         decoded = ops.pq_decode(self.codes, self.codebook).reshape(self.weight_shape)
-        if self.keeps_latent:
-            return decoded + (self.weight - self.weight.detach())
-        return decoded
+        return decoded + (self.weight - self.weight.detach())
 
     def _nearest_codes(self) -> torch.Tensor:
         """[N, K/d]: the nearest codeword of each d-long sub-vector of the float weight (rows of

@@ -24,9 +24,9 @@ from torch import nn
 
 from .importance import MODES as IMPORTANCE_MODES
 from .importance import accumulate_importance, check_samples, fisher_of_samples
-from .nn import install_pq
+from .nn import ewgs_layer, install_pq
 from .pq import PQConfig, PQWeight, gwk_quantize  # noqa: F401  (gwk_quantize: part of this module's API)
-from .weights import candidate_weights, gates, is_recurrent_weight, weight_of
+from .weights import candidate_weights, gates, weight_of
 
 
 @dataclass
@@ -111,8 +111,7 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
     the inertia-free facts, and the layers left in float with their reason."""
     plan, skipped = plan_layers(model, config)
     if keep_latent:
-        later = [n for n in plan if is_recurrent_weight(n) or not hasattr(model.get_submodule(n), "use_pq")]
-        for n in later:
+        for n in [n for n in plan if ewgs_layer(model, n) is None]:
             del plan[n]
             skipped[n] = "not an EWGS layer: clustered when the latent weights are dropped"
     if not plan:
@@ -139,7 +138,7 @@ def _current_codebooks(model: nn.Module, plan) -> Dict[str, torch.Tensor]:
     and still keeping its float weight: the warm start of its next clustering."""
     out = {}
     for name, cfg in plan.items():
-        module = None if is_recurrent_weight(name) else model.get_submodule(name)
-        if getattr(module, "keeps_latent", False) and module.pq_config == cfg:
+        module = ewgs_layer(model, name)
+        if module is not None and module.keeps_latent and module.pq_config == cfg:
             out[name] = module.codebook.detach()
     return out

@@ -127,6 +127,13 @@ class PQEmbedding(_PQBase):
         return f"{self.num_embeddings}, {self.embedding_dim}, d={c.d}, k={c.k}"
 
 
+def ewgs_layer(model: nn.Module, name: str):
+    """The EWGS layer (QConv2d/QLinear, anything with use_pq) a layer name stands for, or None for
+    any other kind (a recurrent matrix's name included)."""
+    module = None if is_recurrent_weight(name) else model.get_submodule(name)
+    return module if hasattr(module, "use_pq") else None
+
+
 def install_pq(model: nn.Module, name: str, pq: PQWeight, keep_latent: bool = False) -> None:
     """Gives the layer ``name`` of ``model`` the product-quantised weight ``pq``, in place: an EWGS
     layer (QConv2d/QLinear) takes codes and codebook instead of its weight and keeps its
@@ -136,19 +143,21 @@ def install_pq(model: nn.Module, name: str, pq: PQWeight, keep_latent: bool = Fa
     gwkcuda.recurrent). TypeError for any other kind of layer. keep_latent: an EWGS layer keeps
     its float weight, trained straight through the codebook (see ewgs.QConv2d.use_pq); only EWGS
     layers can."""
-    module = None if is_recurrent_weight(name) else model.get_submodule(name)
-    if keep_latent and not hasattr(module, "use_pq"):
+    ewgs = ewgs_layer(model, name)
+    if ewgs is not None:
+        ewgs.use_pq(pq, keep_latent=keep_latent)
+        return
+    if keep_latent:
+        kind = "a recurrent matrix" if is_recurrent_weight(name) else type(model.get_submodule(name)).__name__
         raise TypeError(f"install_pq: keep_latent needs an EWGS layer (QConv2d/QLinear, after QAT), "
-                        f"got {name}: {type(module).__name__ if module is not None else 'a recurrent matrix'}")
+                        f"got {name}: {kind}")
     if is_recurrent_weight(name):
         try:
             install_recurrent_pq(model, name, pq)
         except ValueError as exc:
             raise TypeError(str(exc)) from exc
         return
-    if hasattr(module, "use_pq"):
-        module.use_pq(pq, keep_latent=keep_latent)
-        return
+    module = model.get_submodule(name)
     if isinstance(module, nn.Linear):
         new = PQLinear(pq, module.bias)
     elif isinstance(module, nn.Conv2d):

@@ -5,7 +5,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gwkcuda import cli, model_file, pipelines, reference, train
 from gwkcuda.ewgs import QConv2d
