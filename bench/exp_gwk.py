@@ -12,7 +12,8 @@ them into the README tables. The shared phases checkpoint into --workdir, so a s
 with more arms (or after a kill) reuses them. ``--distill ALPHA`` adds knowledge distillation from
 the float model to the QAT and fine-tuning phases (a QAT run and arm names of their own,
 ``..._kd<alpha>t<T>``). ``--recluster-rounds R --recluster-epochs E`` clusters inside retraining
-first (pipelines.Recluster; arm names ``..._rc<R>x<E>``).
+first (pipelines.Recluster; arm names ``..._rc<R>x<E>``; ``--recluster-final freeze``: the last
+round's codes and codebooks kept, ``..._rc<R>x<E>f``).
 """
 import argparse
 import dataclasses
@@ -95,12 +96,15 @@ def main():
                     help="clustering inside retraining: rounds of clustering the latent weights, each followed by "
                          "--recluster-epochs epochs through the codebooks, before the final clustering (0: none)")
     ap.add_argument("--recluster-epochs", type=int, default=1, help="training epochs per re-clustering round")
+    ap.add_argument("--recluster-final", choices=pipelines.Recluster.FINALS, default="cluster",
+                    help="after the rounds: cluster once more, or freeze the last round's codes and codebooks "
+                         "(arm names ..._rc<R>x<E>f)")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
     args = ap.parse_args()
     if args.recluster_rounds < 0:
         ap.error(f"--recluster-rounds: expected an int >= 0, got {args.recluster_rounds}")
     try:
-        recluster = (pipelines.Recluster(args.recluster_rounds, args.recluster_epochs)
+        recluster = (pipelines.Recluster(args.recluster_rounds, args.recluster_epochs, args.recluster_final)
                      if args.recluster_rounds else None)
     except ValueError as exc:
         ap.error(f"--recluster-epochs: {exc}")
@@ -153,7 +157,8 @@ def main():
     ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     for method, d, k, seed in args.arms:
-        rc_tag = f"_rc{recluster.rounds}x{recluster.epochs}" if recluster else ""
+        rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{'f' if recluster.final == 'freeze' else ''}"
+                  if recluster else "")
         name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",

@@ -36,7 +36,8 @@ def finetuning(r):
     text = f"{settings['epochs']} x {images} images"
     rc = settings.get("recluster")
     if rc:
-        text = f"{rc['rounds']} re-clusterings x {rc['epochs']} + {text}"
+        frozen = " (then codes frozen)" if rc.get("final") == "freeze" else ""
+        text = f"{rc['rounds']} re-clusterings x {rc['epochs']}{frozen} + {text}"
     kd = settings.get("distill")
     if kd:
         text += f", distilled (alpha {kd['alpha']:g}, T {kd['temperature']:g})"

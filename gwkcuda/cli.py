@@ -29,6 +29,7 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
+RECLUSTER_FINALS = ("cluster", "freeze")  # pipelines.Recluster.FINALS (tests/test_recluster.py: they agree)
 CHECKPOINTS = ("float.pt", "qat.pt", "finetune.pt")  # compress's per-phase checkpoints in its work folder
 
 
@@ -166,7 +167,8 @@ def cmd_compress(args) -> int:
         if qat is None:
             raise UserError(f"--recluster-rounds {args.recluster_rounds} trains the latent weights through "
                             "the codebooks of EWGS layers: it needs --bits (quantisation-aware training)")
-        recluster = pipelines.Recluster(rounds=args.recluster_rounds, epochs=args.recluster_epochs)
+        recluster = pipelines.Recluster(rounds=args.recluster_rounds, epochs=args.recluster_epochs,
+                                        final=args.recluster_final)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
     _check_output(out, "--out")
     if args.report:
@@ -486,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "codebooks, before the final clustering (default: %(default)s, one clustering)")
     g.add_argument("--recluster-epochs", type=_count(1), default=1,
                    help="training epochs per re-clustering round (default: %(default)s)")
+    g.add_argument("--recluster-final", choices=RECLUSTER_FINALS, default="cluster",
+                   help="after the rounds: cluster the latent weights once more, or freeze the codes the last "
+                        "round's forward uses with its trained codebooks (default: %(default)s)")
     _add_common(p)
     p.set_defaults(func=cmd_compress)
 

@@ -110,6 +110,17 @@ class _Quantized:
         self.codebook = nn.Parameter(pq.codebook.clone())
         self.pq_config, self.weight_shape = pq.config, tuple(pq.shape)
 
+    def freeze_codes(self) -> None:
+        """Ends clustering inside retraining without clustering again: the codes stay those the
+        forward uses now (each latent sub-vector's nearest codeword), the codebook stays as
+        trained, and the float weight is dropped, so the layer computes what it computed."""
+        if not self.keeps_latent:
+            raise ValueError(f"{type(self).__name__}.freeze_codes: expected a layer that keeps its latent "
+                             "weight (use_pq(..., keep_latent=True)), got one without")
+        with torch.no_grad():
+            codes = self._nearest_codes().to(self.codes.dtype)
+        self.use_pq(PQWeight(codes, self.codebook.detach(), self.weight_shape, self.pq_config))
+
     def codebook_levels(self) -> torch.Tensor:
         """The codebook as the integer levels [0, 2**bits_w) the weight quantiser maps it to: all
         a deployed model needs, since quantisation is element-wise (Q(C)[codes] = Q(C[codes]))."""

@@ -97,7 +97,7 @@ def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight], keep_latent: bool
 def gwk_compress(model: nn.Module, config: GWKConfig,
                  run_backward: Optional[Callable[[Callable[[], None]], None]] = None,
                  show_progress: bool = False, samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                 keep_latent: bool = False):
+                 keep_latent: bool = False, freeze_latent: bool = False):
     """Importances (unless uniform), batched GWK clustering and the swap to PQ layers, in place.
 
     run_backward: see :func:`accumulate_importance` (importances "abs" and "square").
@@ -106,16 +106,40 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
     keep_latent: the EWGS layers keep their float weights, trained straight through the codebooks
     (clustering inside retraining); the other planned layers (say a float classifier) are left
     for a later call without it. Called again on such a model, it clusters those weights afresh,
-    each layer's k-means warm-started from its current codebook.
+    each layer's k-means warm-started from its current codebook; with freeze_latent it clusters
+    them no more: each such layer keeps its trained codebook and the codes its forward uses now
+    (QConv2d.freeze_codes), and only the layers not clustered before are clustered.
     Returns (model, report): report lists per layer the (d, k), bits per weight of the indices and
     the inertia-free facts, and the layers left in float with their reason."""
+    if keep_latent and freeze_latent:
+        raise ValueError("gwk_compress: expected keep_latent (cluster and keep training the latent weights) or "
+                         "freeze_latent (stop clustering them), got both")
     plan, skipped = plan_layers(model, config)
     if keep_latent:
         for n in [n for n in plan if ewgs_layer(model, n) is None]:
             del plan[n]
             skipped[n] = "not an EWGS layer: clustered when the latent weights are dropped"
-    if not plan:
+    frozen = {}
+    if freeze_latent:
+        for n in [n for n in plan if n in _current_codebooks(model, plan)]:
+            module = ewgs_layer(model, n)
+            module.freeze_codes()
+            frozen[n] = module.pq_weight()
+            del plan[n]
+    if not plan and not frozen:
         raise ValueError(f"gwk_compress: no layer to quantise ({skipped})")
+    pq = _cluster(model, plan, config, run_backward, samples, show_progress) if plan else {}
+    replace_with_pq(model, pq, keep_latent=keep_latent)
+    report = {"layers": [{"name": n, "shape": list(p.shape), "d": p.config.d, "k": p.config.k,
+                          "bits_per_weight": p.bits_per_weight["indices"],
+                          "codes": "frozen" if n in frozen else "clustered"} for n, p in {**frozen, **pq}.items()],
+              "float_layers": skipped}
+    return model, report
+
+
+def _cluster(model: nn.Module, plan, config: GWKConfig, run_backward, samples, show_progress) -> Dict[str, PQWeight]:
+    """name -> PQWeight of every planned layer: importances (unless uniform), then one batched
+    GWK clustering, each layer clustered before warm-started from its current codebook."""
     importance = None
     if config.importance == "fisher":
         importance = fisher_of_samples(model, plan, samples, config.fisher_samples, "gwk_compress")
@@ -124,13 +148,8 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
             raise ValueError("gwk_compress: importance from gradients needs run_backward")
         importance = accumulate_importance(model, plan, run_backward, config.importance)
     weights = {n: weight_of(model, n) for n in plan}
-    pq = gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed,
-                      show_progress=show_progress, init=_current_codebooks(model, plan) or None)
-    replace_with_pq(model, pq, keep_latent=keep_latent)
-    report = {"layers": [{"name": n, "shape": list(p.shape), "d": p.config.d, "k": p.config.k,
-                          "bits_per_weight": p.bits_per_weight["indices"]} for n, p in pq.items()],
-              "float_layers": skipped}
-    return model, report
+    return gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed,
+                        show_progress=show_progress, init=_current_codebooks(model, plan) or None)
 
 
 def _current_codebooks(model: nn.Module, plan) -> Dict[str, torch.Tensor]:

@@ -70,10 +70,12 @@ def load_task(model_name: str, data_name: str, root=None) -> Task:
 
 
 def float_model(task: Task, checkpoint=None, *, epochs: int = 20, lr: float = 2e-3, seed: int = 0,
-                device="cpu", show_progress: bool = False, workdir=None, batch: int = 64) -> nn.Module:
+                device="cpu", show_progress: bool = False, workdir=None, batch: int = 64,
+                on_epoch=None) -> nn.Module:
     """The float model: from ``checkpoint`` then fine-tuned ``epochs`` on the train split (0: as
     shipped), or without a checkpoint trained from scratch for ``epochs``, in batches of ``batch``.
-    workdir: resumable per-epoch checkpoints (float.pt), as in run_gwk."""
+    workdir: resumable per-epoch checkpoints (float.pt), as in run_gwk. on_epoch(model, epoch,
+    mean_loss): after each epoch (say, to measure the accuracy per epoch)."""
     arch = task.arch
     torch.manual_seed(seed)
     model = build_model(task.model_name, arch["num_classes"], arch["in_channels"])
@@ -86,7 +88,8 @@ def float_model(task: Task, checkpoint=None, *, epochs: int = 20, lr: float = 2e
         train.train(model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch, seed=seed, device=device,
                     augment=task.augment, show_progress=show_progress,
                     desc="float fine-tuning" if checkpoint is not None else "float training",
-                    checkpoint=Path(workdir) / "float.pt" if workdir is not None else None)
+                    checkpoint=Path(workdir) / "float.pt" if workdir is not None else None,
+                    on_epoch=(lambda e, loss: on_epoch(model, e, loss)) if on_epoch is not None else None)
     return model
 
 
@@ -172,16 +175,23 @@ class Recluster:
     ``rounds`` times, the latent (EWGS) weights are clustered by GWK with fresh importances (from
     the second round on warm-started from the current codebooks) and then trained ``epochs``
     epochs straight through the codebooks: every forward assigns the latent weights to their
-    nearest codewords, and codebooks, latent weights and the rest train. The chain's final
-    clustering, from the latent weights, and its fine-tuning with codes fixed follow."""
+    nearest codewords, and codebooks, latent weights and the rest train. Then the codes are fixed
+    (``final``: "cluster" clusters the latent weights once more, warm-started, with fresh
+    importances; "freeze" keeps the trained codebooks and the codes the last round's forward
+    uses, so the model computes what it computed) and the chain's codebook fine-tuning follows."""
     rounds: int = 1
     epochs: int = 1
+    final: str = "cluster"
+
+    FINALS = ("cluster", "freeze")
 
     def __post_init__(self):
         for name in ("rounds", "epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Recluster: expected {name} an int >= 1, got {value!r}")
+        if self.final not in self.FINALS:
+            raise ValueError(f"Recluster: expected final one of {self.FINALS}, got {self.final!r}")
 
 
 def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
@@ -291,7 +301,8 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
                        "accuracy_after_training": train.accuracy(model, xr, yr, device=device)})
     if rounds:
         details["recluster_rounds"] = rounds
-    _, gwk_report = gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples)
+    _, gwk_report = gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples,
+                                 freeze_latent=recluster is not None and recluster.final == "freeze")
     model.to(device)
     details["accuracy_before_finetune"] = train.accuracy(model, xr, yr, device=device)
     details["finetune_losses"] = train.train(

@@ -59,6 +59,30 @@ def test_the_codes_follow_the_latent_weight():
     assert torch.equal(fixed(x), y)
 
 
+def test_freezing_the_codes_keeps_what_the_layer_computes():
+    conv = quantized_conv()
+    pq = pq_quantize(conv.weight.detach(), PQConfig(4, 8), iters=5)
+    with pytest.raises(ValueError, match="freeze_codes: expected a layer that keeps its latent weight"):
+        copy.deepcopy(conv).freeze_codes()  # no codebook yet
+    conv.use_pq(pq, keep_latent=True)
+    with torch.no_grad():  # the latent weight moved on since the codes were last assigned
+        conv.weight.add_(0.2 * torch.randn_like(conv.weight))
+        conv.codebook.add_(0.05)
+    x = torch.randn(2, 4, 5, 5)
+    y = conv(x)
+    codes, codebook = conv.codes.clone(), conv.codebook.detach().clone()
+    # The reference: each sub-vector's nearest codeword by brute force.
+    points = conv.weight.detach().reshape(-1, 1, 4)
+    nearest = (points - codebook[0][None]).square().sum(-1).argmin(1)
+    conv.freeze_codes()
+    assert not conv.keeps_latent and not hasattr(conv, "weight")
+    assert torch.equal(conv.codes, codes) and torch.equal(conv.codes.flatten().long(), nearest)
+    assert torch.equal(conv.codebook.detach(), codebook)
+    assert torch.equal(conv(x), y)
+    with pytest.raises(ValueError, match="freeze_codes: expected a layer that keeps its latent weight"):
+        conv.freeze_codes()
+
+
 def test_use_pq_refuses_a_weight_of_another_shape():
     conv = quantized_conv()
     other = pq_quantize(torch.randn(6, 8, 3, 3), PQConfig(4, 8), iters=2)
@@ -87,6 +111,9 @@ def test_recluster_settings_are_checked():
     for bad, field in (({"rounds": 0}, "rounds"), ({"epochs": 1.5}, "epochs"), ({"rounds": True}, "rounds")):
         with pytest.raises(ValueError, match=f"Recluster: expected {field} an int >= 1, got"):
             pipelines.Recluster(**bad)
+    assert cli.RECLUSTER_FINALS == pipelines.Recluster.FINALS  # the CLI's choices are the chain's
+    with pytest.raises(ValueError, match=r"Recluster: expected final one of \('cluster', 'freeze'\), got 'keep'"):
+        pipelines.Recluster(final="keep")
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +138,28 @@ def test_the_chain_reclusters_inside_retraining(digits_model, small_task, tmp_pa
     assert "recluster_rounds" not in plain["details"]
     rounds = report["details"]["recluster_rounds"]
     assert len(rounds) == 2 and all(len(r["losses"]) == 1 for r in rounds)
-    assert report["settings"]["recluster"] == {"rounds": 2, "epochs": 1}
+    assert report["settings"]["recluster"] == {"rounds": 2, "epochs": 1, "final": "cluster"}
     # The file holds codes and codebooks only: no latent weight left behind.
     loaded = model_file.load_model(tmp_path / "rc.gwk")
     convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
     assert convs and not any(m.keeps_latent for m in convs)
     assert report["details"]["finetune_losses"] != plain["details"]["finetune_losses"]
+
+
+@pytest.mark.slow
+def test_frozen_codes_end_the_rounds_where_the_last_one_left_the_model(digits_model, small_task, tmp_path):
+    config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
+    qat = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
+    after_qat = pipelines.run_qat(digits_model[0], small_task, qat)
+    report = pipelines.run_gwk(digits_model[0], small_task, tmp_path / "f.gwk", config, epochs=1, qat=qat,
+                               after_qat=after_qat, recluster=pipelines.Recluster(2, 1, final="freeze"))
+    details = report["details"]
+    # No clustering after the last round: the model starts its fine-tuning as that round left it.
+    assert details["accuracy_before_finetune"] == details["recluster_rounds"][-1]["accuracy_after_training"]
+    assert report["settings"]["recluster"]["final"] == "freeze"
+    loaded = model_file.load_model(tmp_path / "f.gwk")
+    convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
+    assert convs and not any(m.keeps_latent for m in convs)
 
 
 @pytest.mark.slow
