@@ -3,6 +3,7 @@
     python bench/table_gwk.py bench/results/gwk/*.json
     python bench/table_gwk.py --ablation FILES...      # one row per run: the retraining schedules side by side
     python bench/table_gwk.py --curve OUT.png FILES...  # their test-half accuracy through the retraining
+    python bench/table_gwk.py --baseline bench/results/gwk/float_baseline_resnet20_e4.json ...  # drops vs the fair float
 
 First table: one row per (method, d, k) at seed 0: the three ratios, bits per weight and accuracy
 on all 10,000 test images, with the command that produced it. Second table: GWK against plain
@@ -103,31 +104,51 @@ def ablation_table(runs):
               f"{r['ratios']['all_inclusive']:.1f}x |")
 
 
-def main(paths):
-    if paths[:1] == ["--curve"]:  # --curve OUT.png FILES...: accuracy through the retraining
+def apply_baseline(runs, path):
+    """Measures every run against the fair float baseline of bench/exp_float_baseline.py (the
+    float model fine-tuned as many epochs as a compressed model gets in all) instead of the
+    chain's own 1-epoch float model; returns the caption's sentence on it."""
+    with open(path) as f:
+        fair = json.load(f)
+    for r in runs:
+        r["baseline_full_test"] = fair["accuracy_full_test"]
+    state = "" if fair.get("finished") else f" (unfinished: {len(fair['per_epoch']) - 1} epochs so far)"
+    return (f"Fair float baseline: the pretrained {fair['model']} fine-tuned {fair['epochs']} epochs, "
+            f"{100 * fair['accuracy_full_test']:.2f}% on all 10,000 test images{state} "
+            f"(`{fair['command']}`); every drop is against it.")
+
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ablation", action="store_true", help="one row per run: the retraining schedules side by side")
+    ap.add_argument("--curve", metavar="OUT.png", help="plot the runs' test-half accuracy through the retraining")
+    ap.add_argument("--baseline", metavar="FILE", help="a bench/exp_float_baseline.py JSON to measure drops against")
+    ap.add_argument("files", nargs="+")
+    args = ap.parse_args(argv)
+    runs = load(args.files)
+    fair = apply_baseline(runs, args.baseline) + "\n" if args.baseline else ""
+    if args.curve:
         from gwkcuda.plots import plot_retraining
-        runs = load(paths[2:])
         for r in runs:
             r["label"] = f"{r['method']}: {finetuning(r)}"
-        plot_retraining(runs, runs[0]["baseline_accuracy"], paths[1],
+        plot_retraining(runs, runs[0]["baseline_accuracy"], args.curve,
                         f"ResNet-20, (d, k) = ({runs[0]['settings']['d']}, {runs[0]['settings']['k']}), "
                         f"{runs[0]['ratios']['all_inclusive']:.1f}x all-inclusive")
-        print(f"wrote {paths[1]}")
+        print(f"wrote {args.curve}")
         return
-    if paths[:1] == ["--ablation"]:
-        runs = load(paths[1:])
+    if args.ablation:
         print(f"{runs[0]['machine']}; float {100 * runs[0]['baseline_full_test']:.2f}%, after EWGS QAT "
-              f"{100 * runs[0]['qat_full_test']:.2f}%, on all 10,000 test images.\n")
+              f"{100 * runs[0]['qat_full_test']:.2f}%, on all 10,000 test images.\n{fair}")
         ablation_table(runs)
         return
-    runs = load(paths)
     r = runs[0]
     shared = r["shared"]
     print(f"Float ResNet-20 (pretrained, fine-tuned {shared['float_epochs']} epoch on the JPEG train split): "
           f"{100 * r['baseline_full_test']:.2f}% on all 10,000 test images; after EWGS QAT "
           f"W{shared['qat']['bits']}A{shared['qat']['bits']} ({shared['qat']['epochs']} epochs): "
           f"{100 * r['qat_full_test']:.2f}%. Fine-tuning: epochs x training images per epoch, codes fixed. "
-          f"{r['machine']}.\n")
+          f"{r['machine']}.\n{fair}")
     settings_table(runs)
     print()
     seeds_table(runs)
