@@ -8,7 +8,6 @@ from gwkcuda.kmeans import kmeanspp_init, stack_problems, weighted_kmeans
 
 from .conftest import DEVICES, needs_cuda
 
-sklearn_cluster = pytest.importorskip("sklearn.cluster")
 
 N_ODD = 1009  # a prime: not a multiple of any tile, vector width or chunk
 
@@ -141,6 +140,7 @@ def test_cuda_kmeans_sums_are_deterministic_and_keep_subnormal_weights():
 @pytest.mark.parametrize("k", [2, 5, 256])
 @pytest.mark.parametrize("d", [1, 3, 8])
 def test_matches_sklearn(device, d, k, B):
+    sklearn_cluster = pytest.importorskip("sklearn.cluster")  # the oracle only: the other tests run without it
     # Enough points per cluster that none empties: scikit-learn moves an empty cluster to a far
     # point, gwkcuda splits the heaviest one (both documented), so the runs agree only without.
     # float64: scikit-learn's distances (|x|^2 - 2 x.c + |c|^2) round differently from the direct
@@ -160,6 +160,7 @@ def test_matches_sklearn(device, d, k, B):
 
 
 def test_single_problem_shapes_and_sklearn_tolerance():
+    sklearn_cluster = pytest.importorskip("sklearn.cluster")
     x, w, c = problem(1, N_ODD, 3, 5)
     result = weighted_kmeans(x[0], w[0], k=5, iters=300, tol=1e-4, init=c[0])
     km = sklearn_cluster.KMeans(n_clusters=5, init=c[0].numpy(), n_init=1, max_iter=300,

@@ -47,6 +47,18 @@ def test_pq_linear_matches_float64_reference(device, shape, M, dtype):
         assert relative_error(y, expected) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("M", [1, 16])
+@pytest.mark.parametrize("d", [8, 4])
+def test_pq_linear_with_long_rows_matches_float64_reference(device, M, d):
+    # K/d = 512 and 1024 codes per row: a CUDA warp's lanes loop over a row 16 and 32 times (the
+    # shapes above never loop twice), and the CPU's row tiles split it.
+    N, K, k = 384, 4096, 256
+    codes, codebook, bias = make(N, K, d, k, 1, device=device)
+    x = torch.randn(M, K, dtype=torch.float64).float().to(device)
+    expected = x.double().cpu() @ reference.pq_decode(codes.cpu(), codebook.cpu()).double().t() + bias.double().cpu()
+    assert relative_error(ops.pq_linear(x, codes, codebook, bias), expected) <= TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("M", [1, 17])
 def test_pq_linear_under_inference_mode(device, M):
     # 1024 x 512 float32 is 2 MB of W: the decode path splits it into tiles over the threads, and
