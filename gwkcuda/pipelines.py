@@ -305,11 +305,14 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
                                  freeze_latent=recluster is not None and recluster.final == "freeze")
     model.to(device)
     details["accuracy_before_finetune"] = train.accuracy(model, xr, yr, device=device)
+    curve = {}  # epoch -> accuracy on the report half (a resumed run measures its own epochs only)
     details["finetune_losses"] = train.train(
         model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch,
         params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 1,
         device=device, show_progress=show_progress, desc="codebook fine-tuning",
-        checkpoint=workdir / "finetune.pt" if workdir else None, distill=distill)
+        checkpoint=workdir / "finetune.pt" if workdir else None, distill=distill,
+        on_epoch=lambda e, loss: curve.__setitem__(e + 1, train.accuracy(model, xr, yr, device=device)))
+    details["finetune_accuracies"] = [curve.get(e) for e in range(1, epochs + 1)]
     details["float_layers"] = gwk_report["float_layers"]
     method = "kmeans" if config.importance == "uniform" else "gwk"
     info = model_file.save_model(out, model, arch=task.arch, meta={"method": method}, **(storage or {}))

@@ -92,15 +92,24 @@ def plot_runs(runs, baseline: float, path, title: str) -> None:
 def retraining_curve(report):
     """(epochs, accuracies %) of a GWK report on its test half, through the retraining after QAT:
     after each clustering and after each re-clustering round's training (details
-    recluster_rounds), then after the fine-tuning. Epoch 0 is the first clustering."""
+    recluster_rounds), then after each fine-tuning epoch (details finetune_accuracies, where
+    measured; the last point is the report's accuracy of the reloaded file). Epoch 0 is the first
+    clustering."""
     rc = report["settings"].get("recluster") or {"epochs": 0}
     xs, ys, epoch = [], [], 0
     for r in report["details"].get("recluster_rounds", []):
         xs += [epoch, epoch + rc["epochs"]]
         ys += [100 * r["accuracy_after_clustering"], 100 * r["accuracy_after_training"]]
         epoch += rc["epochs"]
-    xs += [epoch, epoch + report["settings"]["epochs"]]
-    ys += [100 * report["details"]["accuracy_before_finetune"], 100 * report["accuracy"]]
+    xs.append(epoch)
+    ys.append(100 * report["details"]["accuracy_before_finetune"])
+    per_epoch = report["details"].get("finetune_accuracies") or []
+    for e, acc in enumerate(per_epoch[:-1], start=1):  # the last epoch's point is the reloaded file's
+        if acc is not None:
+            xs.append(epoch + e)
+            ys.append(100 * acc)
+    xs.append(epoch + report["settings"]["epochs"])
+    ys.append(100 * report["accuracy"])
     return xs, ys
 
 

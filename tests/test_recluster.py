@@ -156,6 +156,7 @@ def test_frozen_codes_end_the_rounds_where_the_last_one_left_the_model(digits_mo
     details = report["details"]
     # No clustering after the last round: the model starts its fine-tuning as that round left it.
     assert details["accuracy_before_finetune"] == details["recluster_rounds"][-1]["accuracy_after_training"]
+    assert len(details["finetune_accuracies"]) == 1 and 0 <= details["finetune_accuracies"][0] <= 1
     assert report["settings"]["recluster"]["final"] == "freeze"
     loaded = model_file.load_model(tmp_path / "f.gwk")
     convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
@@ -209,3 +210,5 @@ def test_the_retraining_curve_follows_the_rounds():
     one_shot = {"settings": {"epochs": 3, "recluster": None}, "accuracy": 0.7,
                 "details": {"accuracy_before_finetune": 0.25}}
     assert retraining_curve(one_shot) == ([0, 3], [25.0, 70.0])
+    one_shot["details"]["finetune_accuracies"] = [0.5, None, 0.69]  # epoch 2 not measured (a resumed run)
+    assert retraining_curve(one_shot) == ([0, 1, 3], [25.0, 50.0, 70.0])
