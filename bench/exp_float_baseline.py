@@ -12,7 +12,6 @@ run started again with the same arguments resumes after its last finished epoch.
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -21,14 +20,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from gwkcuda import pipelines, train  # noqa: E402
 from gwkcuda.cliutil import write_json  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
-
-PRETRAINED = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
+from exp_gwk import rerun_command  # noqa: E402
+from posttrain_tasks import CHECKPOINTS  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--model", default="resnet20", choices=sorted(PRETRAINED))
+    ap.add_argument("--model", default="resnet20", choices=sorted(CHECKPOINTS))
     ap.add_argument("--workdir", required=True, help="per-epoch checkpoints (resumable)")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4, help="peak of the cosine schedule (the chain's --float-lr)")
@@ -43,11 +42,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, f"float_baseline_{args.model}_e{args.epochs}.json")
     task = pipelines.load_task(args.model, "cifar10", args.data_root)
-    checkpoint = os.path.join(args.data_root or "../shared/data", "pretrained", PRETRAINED[args.model])
-    argv = [a if not a.startswith("--workdir=") else "--workdir=<dir>" for a in sys.argv[1:]]
-    if "--workdir" in argv:
-        argv[argv.index("--workdir") + 1] = "<dir>"
-    command = "python bench/exp_float_baseline.py " + shlex.join(argv)
+    checkpoint = os.path.join(args.data_root or "../shared/data", "pretrained", CHECKPOINTS[args.model])
+    command = rerun_command(sys.argv[1:], script="bench/exp_float_baseline.py")
     report = {"model": args.model, "data": "cifar10", "epochs": args.epochs, "lr": args.lr, "batch": args.batch,
               "checkpoint": os.path.basename(checkpoint), "evaluated_on": f"test[0:{len(task.x_test)}]",
               "per_epoch": [], "command": command, "machine": machine()}

@@ -31,6 +31,7 @@ from gwkcuda import model_file, pipelines, train  # noqa: E402
 from gwkcuda.cliutil import write_json  # noqa: E402
 from gwkcuda.gwk import GWKConfig  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
+from posttrain_tasks import CHECKPOINTS  # noqa: E402  (bench/: the pretrained file of each model)
 
 
 def parse_arm(text):
@@ -40,22 +41,24 @@ def parse_arm(text):
     return method, int(d), int(k), int(seed)
 
 
-def rerun_command(argv, arm):
-    """The command that reruns one arm: this run's arguments with the work folder left to the
-    reader and --arms cut to that arm."""
+def rerun_command(argv, arm=None, script="bench/exp_gwk.py"):
+    """The command that reruns this run: its arguments with the work folder left to the reader
+    and, given an arm, --arms cut to that arm."""
     out, args = [], iter(argv)
     for a in args:
         if a == "--workdir":
             next(args, None)
             out += ["--workdir", "<dir>"]
-        elif a == "--arms":
+        elif a.startswith("--workdir="):
+            out.append("--workdir=<dir>")
+        elif a == "--arms" and arm is not None:
             for value in args:
                 if value.startswith("--"):
                     out.append(value)
                     break
         else:
             out.append(a)
-    return "python bench/exp_gwk.py " + shlex.join(out + ["--arms", arm])
+    return f"python {script} " + shlex.join(out + (["--arms", arm] if arm is not None else []))
 
 
 def main():
@@ -119,9 +122,8 @@ def main():
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: torch sees no CUDA device")
     root = args.data_root
-    pretrained = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
-    checkpoint = args.checkpoint or (os.path.join(root or "../shared/data", "pretrained", pretrained[args.model])
-                                     if args.model in pretrained else None)
+    checkpoint = args.checkpoint or (os.path.join(root or "../shared/data", "pretrained", CHECKPOINTS[args.model])
+                                     if args.model in CHECKPOINTS else None)
     os.makedirs(args.out, exist_ok=True)
     show = sys.stderr.isatty()
     device, batch = args.device, args.batch

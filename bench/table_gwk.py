@@ -127,6 +127,7 @@ def main(argv):
     ap.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
     runs = load(args.files)
+    chain_float = runs[0]["baseline_full_test"]  # the chain's own float model, before any --baseline
     fair = apply_baseline(runs, args.baseline) + "\n" if args.baseline else ""
     if args.curve:
         from gwkcuda.plots import plot_retraining
@@ -138,14 +139,14 @@ def main(argv):
         print(f"wrote {args.curve}")
         return
     if args.ablation:
-        print(f"{runs[0]['machine']}; float {100 * runs[0]['baseline_full_test']:.2f}%, after EWGS QAT "
+        print(f"{runs[0]['machine']}; float {100 * chain_float:.2f}%, after EWGS QAT "
               f"{100 * runs[0]['qat_full_test']:.2f}%, on all 10,000 test images.\n{fair}")
         ablation_table(runs)
         return
     r = runs[0]
     shared = r["shared"]
     print(f"Float ResNet-20 (pretrained, fine-tuned {shared['float_epochs']} epoch on the JPEG train split): "
-          f"{100 * r['baseline_full_test']:.2f}% on all 10,000 test images; after EWGS QAT "
+          f"{100 * chain_float:.2f}% on all 10,000 test images; after EWGS QAT "
           f"W{shared['qat']['bits']}A{shared['qat']['bits']} ({shared['qat']['epochs']} epochs): "
           f"{100 * r['qat_full_test']:.2f}%. Fine-tuning: epochs x training images per epoch, codes fixed. "
           f"{r['machine']}.\n{fair}")

@@ -121,7 +121,7 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
             skipped[n] = "not an EWGS layer: clustered when the latent weights are dropped"
     frozen = {}
     if freeze_latent:
-        for n in [n for n in plan if n in _current_codebooks(model, plan)]:
+        for n in list(_current_codebooks(model, plan)):
             module = ewgs_layer(model, n)
             module.freeze_codes()
             frozen[n] = module.pq_weight()
