@@ -13,7 +13,8 @@ with more arms (or after a kill) reuses them. ``--distill ALPHA`` adds knowledge
 the float model to the QAT and fine-tuning phases (a QAT run and arm names of their own,
 ``..._kd<alpha>t<T>``). ``--recluster-rounds R --recluster-epochs E`` clusters inside retraining
 first (pipelines.Recluster; arm names ``..._rc<R>x<E>``; ``--recluster-final freeze``: the last
-round's codes and codebooks kept, ``..._rc<R>x<E>f``).
+round's codes and codebooks kept, ``..._rc<R>x<E>f``; ``--recluster-stages S``: progressive, the layers
+clustered in S groups over the first S rounds, ``..._rc<R>x<E>p<S>``).
 """
 import argparse
 import dataclasses
@@ -102,15 +103,20 @@ def main():
     ap.add_argument("--recluster-final", choices=pipelines.Recluster.FINALS, default="cluster",
                     help="after the rounds: cluster once more, or freeze the last round's codes and codebooks "
                          "(arm names ..._rc<R>x<E>f)")
+    ap.add_argument("--recluster-stages", type=int, default=1,
+                    help="progressive clustering: the layers in this many groups (model order), round r "
+                         "clustering the first r of them (<= --recluster-rounds; arm names ..._rc<R>x<E>p<S>)")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
     args = ap.parse_args()
     if args.recluster_rounds < 0:
         ap.error(f"--recluster-rounds: expected an int >= 0, got {args.recluster_rounds}")
     try:
-        recluster = (pipelines.Recluster(args.recluster_rounds, args.recluster_epochs, args.recluster_final)
-                     if args.recluster_rounds else None)
+        recluster = (pipelines.Recluster(args.recluster_rounds, args.recluster_epochs, args.recluster_final,
+                                         args.recluster_stages) if args.recluster_rounds else None)
     except ValueError as exc:
-        ap.error(f"--recluster-epochs: {exc}")
+        ap.error(f"--recluster-epochs/--recluster-stages: {exc}")
+    if args.recluster_stages != 1 and not args.recluster_rounds:
+        ap.error(f"--recluster-stages {args.recluster_stages}: expected with --recluster-rounds >= 1, got none")
     if not 0 <= args.distill <= 1:
         ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
@@ -159,8 +165,8 @@ def main():
     ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     for method, d, k, seed in args.arms:
-        rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{'f' if recluster.final == 'freeze' else ''}"
-                  if recluster else "")
+        rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{f'p{recluster.stages}' if recluster.stages > 1 else ''}"
+                  f"{'f' if recluster.final == 'freeze' else ''}" if recluster else "")
         name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",

@@ -38,7 +38,8 @@ def finetuning(r):
     rc = settings.get("recluster")
     if rc:
         frozen = " (then codes frozen)" if rc.get("final") == "freeze" else ""
-        text = f"{rc['rounds']} re-clusterings x {rc['epochs']}{frozen} + {text}"
+        stages = f" progressive in {rc['stages']} stages" if rc.get("stages", 1) > 1 else ""
+        text = f"{rc['rounds']} re-clusterings x {rc['epochs']}{stages}{frozen} + {text}"
     kd = settings.get("distill")
     if kd:
         text += f", distilled (alpha {kd['alpha']:g}, T {kd['temperature']:g})"

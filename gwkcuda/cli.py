@@ -163,12 +163,18 @@ def cmd_compress(args) -> int:
         qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, quantizer_lr=args.quantizer_lr,
                                   delta=args.delta, delta_every=args.delta_every)
     recluster = None
+    if args.recluster_stages > 1 and not args.recluster_rounds:
+        raise UserError(f"--recluster-stages {args.recluster_stages} splits the re-clustering rounds into stages: "
+                        "it needs --recluster-rounds >= 1, got 0")
     if args.method != "binquant" and args.recluster_rounds:
         if qat is None:
             raise UserError(f"--recluster-rounds {args.recluster_rounds} trains the latent weights through "
                             "the codebooks of EWGS layers: it needs --bits (quantisation-aware training)")
+        if args.recluster_stages > args.recluster_rounds:
+            raise UserError(f"--recluster-stages: expected at most --recluster-rounds ({args.recluster_rounds}: "
+                            f"the last round clusters every layer), got {args.recluster_stages}")
         recluster = pipelines.Recluster(rounds=args.recluster_rounds, epochs=args.recluster_epochs,
-                                        final=args.recluster_final)
+                                        final=args.recluster_final, stages=args.recluster_stages)
     out = Path(args.out or pipelines.default_out(args.method, args.model))
     _check_output(out, "--out")
     if args.report:
@@ -491,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recluster-final", choices=RECLUSTER_FINALS, default="cluster",
                    help="after the rounds: cluster the latent weights once more, or freeze the codes the last "
                         "round's forward uses with its trained codebooks (default: %(default)s)")
+    g.add_argument("--recluster-stages", type=_count(1), default=1,
+                   help="progressive clustering: the layers split in model order into this many groups, round r "
+                        "clustering the first r of them, the rest training on unclustered (at most "
+                        "--recluster-rounds; default: %(default)s, all layers every round)")
     _add_common(p)
     p.set_defaults(func=cmd_compress)
 

@@ -17,7 +17,7 @@ row length is not divisible by d; the report says which and why.
 """
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -97,7 +97,7 @@ def replace_with_pq(model: nn.Module, pq: Dict[str, PQWeight], keep_latent: bool
 def gwk_compress(model: nn.Module, config: GWKConfig,
                  run_backward: Optional[Callable[[Callable[[], None]], None]] = None,
                  show_progress: bool = False, samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                 keep_latent: bool = False, freeze_latent: bool = False):
+                 keep_latent: bool = False, freeze_latent: bool = False, only: Optional[Sequence[str]] = None):
     """Importances (unless uniform), batched GWK clustering and the swap to PQ layers, in place.
 
     run_backward: see :func:`accumulate_importance` (importances "abs" and "square").
@@ -109,6 +109,8 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
     each layer's k-means warm-started from its current codebook; with freeze_latent it clusters
     them no more: each such layer keeps its trained codebook and the codes its forward uses now
     (QConv2d.freeze_codes), and only the layers not clustered before are clustered.
+    only: with keep_latent, the layers to cluster (progressive clustering, see latent_layers);
+    the other EWGS layers are left as they are.
     Returns (model, report): report lists per layer the (d, k), bits per weight of the indices and
     the inertia-free facts, and the layers left in float with their reason."""
     if keep_latent and freeze_latent:
@@ -119,6 +121,14 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
         for n in [n for n in plan if ewgs_layer(model, n) is None]:
             del plan[n]
             skipped[n] = "not an EWGS layer: clustered when the latent weights are dropped"
+    if only is not None:
+        if not keep_latent:
+            raise ValueError("gwk_compress: only (a subset of the EWGS layers) goes with keep_latent")
+        unknown = sorted(set(only) - set(plan))
+        if unknown:
+            raise ValueError(f"gwk_compress: expected only to name EWGS layers to quantise ({sorted(plan)}), "
+                             f"got {unknown}")
+        plan = {n: cfg for n, cfg in plan.items() if n in set(only)}
     frozen = {}
     if freeze_latent:
         for n in list(_current_codebooks(model, plan)):
@@ -135,6 +145,12 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
                           "codes": "frozen" if n in frozen else "clustered"} for n, p in {**frozen, **pq}.items()],
               "float_layers": skipped}
     return model, report
+
+
+def latent_layers(model: nn.Module, config: GWKConfig) -> List[str]:
+    """The EWGS layers gwk_compress(keep_latent=True) would cluster, in model order."""
+    plan, _ = plan_layers(model, config)
+    return [n for n in plan if ewgs_layer(model, n) is not None]
 
 
 def _cluster(model: nn.Module, plan, config: GWKConfig, run_backward, samples, show_progress) -> Dict[str, PQWeight]:

@@ -27,7 +27,7 @@ from torch import nn
 
 from . import __version__, data, model_file, train
 from .binquant import BinQuantConfig, bin_and_quant, save_binquant
-from .gwk import GWKConfig, gwk_compress
+from .gwk import GWKConfig, gwk_compress, latent_layers
 from .importance import sample_rows
 from .models import build_model, load_checkpoint
 
@@ -178,20 +178,35 @@ class Recluster:
     nearest codewords, and codebooks, latent weights and the rest train. Then the codes are fixed
     (``final``: "cluster" clusters the latent weights once more, warm-started, with fresh
     importances; "freeze" keeps the trained codebooks and the codes the last round's forward
-    uses, so the model computes what it computed) and the chain's codebook fine-tuning follows."""
+    uses, so the model computes what it computed) and the chain's codebook fine-tuning follows.
+
+    stages > 1 clusters progressively: the EWGS layers are split, in model order, into ``stages``
+    groups of consecutive layers (for ResNet-20 and 3 stages about one ResNet stage each), and
+    round r clusters groups 1..min(r, stages) only; the layers not yet clustered train on as EWGS
+    (W-bit latent) layers and absorb the error of those before them. Needs stages <= rounds, so
+    that the last round has clustered every layer."""
     rounds: int = 1
     epochs: int = 1
     final: str = "cluster"
+    stages: int = 1
 
     FINALS = ("cluster", "freeze")
 
     def __post_init__(self):
-        for name in ("rounds", "epochs"):
+        for name in ("rounds", "epochs", "stages"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Recluster: expected {name} an int >= 1, got {value!r}")
         if self.final not in self.FINALS:
             raise ValueError(f"Recluster: expected final one of {self.FINALS}, got {self.final!r}")
+        if self.stages > self.rounds:
+            raise ValueError(f"Recluster: expected stages <= rounds (the last round clusters every layer), "
+                             f"got stages={self.stages}, rounds={self.rounds}")
+
+    def layers_of_round(self, names, r: int):
+        """The layers round ``r`` (0-based) clusters, of the EWGS layers ``names`` in model order."""
+        count = len(names) * min(r + 1, self.stages) // self.stages  # groups as even as can be
+        return list(names[:count])
 
 
 def _param_groups(model: nn.Module, lr: float, quantizer_lr: float):
@@ -288,8 +303,11 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     samples = _fisher_samples(task, config.fisher_samples, config.seed) if config.importance == "fisher" else None
     quantizer_lr = qat.quantizer_lr if qat is not None else lr
     rounds = []
+    ewgs_names = latent_layers(model, config) if recluster is not None else []
     for r in range(recluster.rounds if recluster is not None else 0):
-        gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples, keep_latent=True)
+        layers = recluster.layers_of_round(ewgs_names, r)
+        gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples, keep_latent=True,
+                     only=layers)
         model.to(device)
         clustered = train.accuracy(model, xr, yr, device=device)
         losses = train.train(
@@ -297,7 +315,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
             params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 2 + r,
             device=device, show_progress=show_progress, desc=f"re-clustering round {r + 1}/{recluster.rounds}",
             checkpoint=workdir / f"recluster{r}.pt" if workdir else None, distill=distill)
-        rounds.append({"accuracy_after_clustering": clustered, "losses": losses,
+        rounds.append({"layers": len(layers), "accuracy_after_clustering": clustered, "losses": losses,
                        "accuracy_after_training": train.accuracy(model, xr, yr, device=device)})
     if rounds:
         details["recluster_rounds"] = rounds

@@ -114,6 +114,40 @@ def test_recluster_settings_are_checked():
     assert cli.RECLUSTER_FINALS == pipelines.Recluster.FINALS  # the CLI's choices are the chain's
     with pytest.raises(ValueError, match=r"Recluster: expected final one of \('cluster', 'freeze'\), got 'keep'"):
         pipelines.Recluster(final="keep")
+    with pytest.raises(ValueError, match="Recluster: expected stages an int >= 1, got 0"):
+        pipelines.Recluster(stages=0)
+    with pytest.raises(ValueError, match=r"Recluster: expected stages <= rounds .*, got stages=3, rounds=2"):
+        pipelines.Recluster(rounds=2, stages=3)
+
+
+def test_progressive_rounds_add_the_layers_in_model_order():
+    names = [f"conv{i}" for i in range(7)]
+    rounds = [pipelines.Recluster(rounds=4, stages=3).layers_of_round(names, r) for r in range(4)]
+    assert rounds == [names[:2], names[:4], names, names]  # groups of 2, 2 and 3 layers, then all again
+    assert all(pipelines.Recluster(rounds=2).layers_of_round(names, r) == names for r in range(2))
+
+
+def test_only_the_named_layers_are_clustered(digits_model):
+    from gwkcuda import ewgs
+    from gwkcuda.gwk import gwk_compress, latent_layers
+
+    model = copy.deepcopy(digits_model[0])
+    ewgs.quantize_model(model, 4, 4)
+    config = GWKConfig(d=4, k=16, importance="uniform", iters=5)
+    first, second = latent_layers(model, config)
+    with pytest.raises(ValueError, match="only .* goes with keep_latent"):
+        gwk_compress(copy.deepcopy(model), config, only=[first])
+    with pytest.raises(ValueError, match=r"expected only to name EWGS layers to quantise .*, got \['fc'\]"):
+        gwk_compress(copy.deepcopy(model), config, keep_latent=True, only=["fc"])
+    x = digits_model[1][:8]
+    before = model.get_submodule(second)
+    weight = before.weight.detach().clone()
+    _, report = gwk_compress(model, config, keep_latent=True, only=[first])
+    assert [layer["name"] for layer in report["layers"]] == [first]
+    assert model.get_submodule(first).keeps_latent
+    assert model.get_submodule(second).codebook is None  # still an EWGS layer with its float weight
+    assert torch.equal(model.get_submodule(second).weight, weight)
+    model(x)  # half clustered, half not: the model still runs
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +172,7 @@ def test_the_chain_reclusters_inside_retraining(digits_model, small_task, tmp_pa
     assert "recluster_rounds" not in plain["details"]
     rounds = report["details"]["recluster_rounds"]
     assert len(rounds) == 2 and all(len(r["losses"]) == 1 for r in rounds)
-    assert report["settings"]["recluster"] == {"rounds": 2, "epochs": 1, "final": "cluster"}
+    assert report["settings"]["recluster"] == {"rounds": 2, "epochs": 1, "final": "cluster", "stages": 1}
     # The file holds codes and codebooks only: no latent weight left behind.
     loaded = model_file.load_model(tmp_path / "rc.gwk")
     convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
@@ -161,6 +195,20 @@ def test_frozen_codes_end_the_rounds_where_the_last_one_left_the_model(digits_mo
     loaded = model_file.load_model(tmp_path / "f.gwk")
     convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
     assert convs and not any(m.keeps_latent for m in convs)
+
+
+@pytest.mark.slow
+def test_progressive_rounds_cluster_every_layer_by_the_last(digits_model, small_task, tmp_path):
+    config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
+    qat = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
+    after_qat = pipelines.run_qat(digits_model[0], small_task, qat)
+    report = pipelines.run_gwk(digits_model[0], small_task, tmp_path / "p.gwk", config, epochs=1, qat=qat,
+                               after_qat=after_qat, recluster=pipelines.Recluster(2, 1, final="freeze", stages=2))
+    assert [r["layers"] for r in report["details"]["recluster_rounds"]] == [1, 2]
+    assert report["settings"]["recluster"]["stages"] == 2
+    loaded = model_file.load_model(tmp_path / "p.gwk")
+    layers = [loaded.get_submodule(n) for n in ("3", "8")]  # the QConv2d and the QLinear
+    assert all(m.codebook is not None and not m.keeps_latent for m in layers)
 
 
 @pytest.mark.slow
@@ -196,6 +244,15 @@ def test_the_cli_refuses_reclustering_without_qat(tmp_path, capsys):
     assert code == 2
     assert "--recluster-rounds 2 trains the latent weights through the codebooks of EWGS layers: it needs " \
            "--bits" in capsys.readouterr().err
+    base = ["compress", "--method", "gwk", "--model", "digits_cnn", "--data", "digits", "--bits", "4",
+            "--out", str(tmp_path / "x.gwk")]
+    assert cli.main(base + ["--recluster-rounds", "2", "--recluster-stages", "3"]) == 2
+    assert "--recluster-stages: expected at most --recluster-rounds (2: the last round clusters every layer), " \
+           "got 3" in capsys.readouterr().err
+    assert cli.main(base + ["--recluster-stages", "2"]) == 2
+    assert "--recluster-stages 2 splits the re-clustering rounds into stages: it needs --recluster-rounds >= 1, " \
+           "got 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.gwk").exists()
 
 
 def test_the_retraining_curve_follows_the_rounds():
