@@ -4,6 +4,7 @@
     python bench/table_gwk.py --ablation FILES...      # one row per run: the retraining schedules side by side
     python bench/table_gwk.py --curve OUT.png FILES...  # their test-half accuracy through the retraining
     python bench/table_gwk.py --baseline bench/results/gwk/float_baseline_resnet20_e4.json ...  # drops vs the fair float
+    python bench/table_gwk.py --project --baseline FILE FILES...  # epochs each curve projects to need
 
 First table: one row per (method, d, k) at seed 0: the three ratios, bits per weight and accuracy
 on all 10,000 test images, with the command that produced it. Second table: GWK against plain
@@ -119,12 +120,35 @@ def apply_baseline(runs, path):
             f"(`{fair['command']}`); every drop is against it.")
 
 
+def projection(r, target):
+    """A line on how many fine-tuning epochs the run's recipe projects to need to reach ``target``
+    (a fraction): a least-squares fit of its test-half accuracy after each fine-tuning epoch
+    against log2(epoch), extended to the target; None with fewer than 3 epochs measured."""
+    import numpy as np
+    accs = r["details"].get("finetune_accuracies") or []
+    points = [(e + 1, a) for e, a in enumerate(accs) if a is not None]
+    if len(points) < 3:
+        return None
+    epochs, acc = np.array(points, dtype=float).T
+    slope, intercept = np.polyfit(np.log2(epochs), 100 * acc, 1)
+    text = (f"{r['method']}, {finetuning(r)}: test-half accuracy {100 * acc[0]:.2f}% after epoch 1, "
+            f"{100 * acc[-1]:.2f}% after epoch {int(epochs[-1])}; the fit gains {slope:.2f} points per doubling "
+            f"of the fine-tuning epochs")
+    if slope <= 0:
+        return text + f", so it does not reach {100 * target:.2f}% at any length."
+    need = 2 ** ((100 * target - intercept) / slope)
+    return text + f" and reaches {100 * target:.2f}% after about {need:,.0f} epochs of {r['shared']['finetune_images']} images."
+
+
 def main(argv):
     import argparse
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ablation", action="store_true", help="one row per run: the retraining schedules side by side")
     ap.add_argument("--curve", metavar="OUT.png", help="plot the runs' test-half accuracy through the retraining")
     ap.add_argument("--baseline", metavar="FILE", help="a bench/exp_float_baseline.py JSON to measure drops against")
+    ap.add_argument("--project", action="store_true",
+                    help="with --baseline: the fine-tuning epochs each run's curve projects to need to come "
+                         "within 2 points of it")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
     runs = load(args.files)
@@ -138,6 +162,13 @@ def main(argv):
                         f"ResNet-20, (d, k) = ({runs[0]['settings']['d']}, {runs[0]['settings']['k']}), "
                         f"{runs[0]['ratios']['all_inclusive']:.1f}x all-inclusive")
         print(f"wrote {args.curve}")
+        return
+    if args.project:
+        if not args.baseline:
+            ap.error("--project: expected --baseline FILE (the accuracy to come within 2 points of), got none")
+        for r in runs:
+            line = projection(r, r["baseline_full_test"] - 0.02)
+            print(line or f"{r['method']}, {finetuning(r)}: fewer than 3 fine-tuning epochs measured, no projection.")
         return
     if args.ablation:
         print(f"{runs[0]['machine']}; float {100 * chain_float:.2f}%, after EWGS QAT "
