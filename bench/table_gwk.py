@@ -137,7 +137,8 @@ def projection(r, target):
     if slope <= 0:
         return text + f", so it does not reach {100 * target:.2f}% at any length."
     need = 2 ** ((100 * target - intercept) / slope)
-    return text + f" and reaches {100 * target:.2f}% after about {need:,.0f} epochs of {r['shared']['finetune_images']} images."
+    images = r["shared"]["finetune_images"]
+    return text + f" and reaches {100 * target:.2f}% after about {need:,.0f} epochs of {images} images."
 
 
 def main(argv):

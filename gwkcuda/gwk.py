@@ -128,7 +128,8 @@ def gwk_compress(model: nn.Module, config: GWKConfig,
         if unknown:
             raise ValueError(f"gwk_compress: expected only to name EWGS layers to quantise ({sorted(plan)}), "
                              f"got {unknown}")
-        plan = {n: cfg for n, cfg in plan.items() if n in set(only)}
+        wanted = set(only)
+        plan = {n: cfg for n, cfg in plan.items() if n in wanted}
     frozen = {}
     if freeze_latent:
         for n in list(_current_codebooks(model, plan)):

@@ -304,6 +304,9 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     quantizer_lr = qat.quantizer_lr if qat is not None else lr
     rounds = []
     ewgs_names = latent_layers(model, config) if recluster is not None else []
+    if recluster is not None and recluster.stages > len(ewgs_names):
+        raise ValueError(f"run_gwk: expected recluster.stages at most the {len(ewgs_names)} EWGS layers to "
+                         f"cluster (a stage of no layer), got {recluster.stages}")
     for r in range(recluster.rounds if recluster is not None else 0):
         layers = recluster.layers_of_round(ewgs_names, r)
         gwk_compress(model, config, run_backward, show_progress=show_progress, samples=samples, keep_latent=True,

@@ -180,13 +180,20 @@ def test_the_chain_reclusters_inside_retraining(digits_model, small_task, tmp_pa
     assert report["details"]["finetune_losses"] != plain["details"]["finetune_losses"]
 
 
+qat_config = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
+
+
+def frozen_chain(digits_model, small_task, out, **recluster):
+    """The GWK chain on the digits CNN with 2 re-clustering rounds of 1 epoch, codes frozen after."""
+    config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
+    after_qat = pipelines.run_qat(digits_model[0], small_task, qat_config)
+    return pipelines.run_gwk(digits_model[0], small_task, out, config, epochs=1, qat=qat_config, after_qat=after_qat,
+                             recluster=pipelines.Recluster(2, 1, final="freeze", **recluster))
+
+
 @pytest.mark.slow
 def test_frozen_codes_end_the_rounds_where_the_last_one_left_the_model(digits_model, small_task, tmp_path):
-    config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
-    qat = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
-    after_qat = pipelines.run_qat(digits_model[0], small_task, qat)
-    report = pipelines.run_gwk(digits_model[0], small_task, tmp_path / "f.gwk", config, epochs=1, qat=qat,
-                               after_qat=after_qat, recluster=pipelines.Recluster(2, 1, final="freeze"))
+    report = frozen_chain(digits_model, small_task, tmp_path / "f.gwk")
     details = report["details"]
     # No clustering after the last round: the model starts its fine-tuning as that round left it.
     assert details["accuracy_before_finetune"] == details["recluster_rounds"][-1]["accuracy_after_training"]
@@ -199,11 +206,11 @@ def test_frozen_codes_end_the_rounds_where_the_last_one_left_the_model(digits_mo
 
 @pytest.mark.slow
 def test_progressive_rounds_cluster_every_layer_by_the_last(digits_model, small_task, tmp_path):
-    config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
-    qat = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
-    after_qat = pipelines.run_qat(digits_model[0], small_task, qat)
-    report = pipelines.run_gwk(digits_model[0], small_task, tmp_path / "p.gwk", config, epochs=1, qat=qat,
-                               after_qat=after_qat, recluster=pipelines.Recluster(2, 1, final="freeze", stages=2))
+    with pytest.raises(ValueError, match="expected recluster.stages at most the 2 EWGS layers to cluster .*, got 3"):
+        pipelines.run_gwk(digits_model[0], small_task, tmp_path / "x.gwk", GWKConfig(d=4, k=16), qat=qat_config,
+                          after_qat=pipelines.run_qat(digits_model[0], small_task, qat_config),
+                          recluster=pipelines.Recluster(3, 1, stages=3))
+    report = frozen_chain(digits_model, small_task, tmp_path / "p.gwk", stages=2)
     assert [r["layers"] for r in report["details"]["recluster_rounds"]] == [1, 2]
     assert report["settings"]["recluster"]["stages"] == 2
     loaded = model_file.load_model(tmp_path / "p.gwk")

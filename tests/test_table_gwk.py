@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-spec = importlib.util.spec_from_file_location("table_gwk", Path(__file__).resolve().parents[1] / "bench" / "table_gwk.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "table_gwk.py"
+spec = importlib.util.spec_from_file_location("table_gwk", SCRIPT)
 table_gwk = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(table_gwk)
 
