@@ -106,6 +106,9 @@ def main():
     ap.add_argument("--recluster-stages", type=int, default=1,
                     help="progressive clustering: the layers in this many groups (model order), round r "
                          "clustering the first r of them (<= --recluster-rounds; arm names ..._rc<R>x<E>p<S>)")
+    ap.add_argument("--budget-bits", type=float, default=None,
+                    help="per-layer k from sensitivity, the clustered layers' codes and codebooks at most this many "
+                         "bits per weight on average (default: every layer at the arm's k)")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
     args = ap.parse_args()
     if args.recluster_rounds < 0:
@@ -117,6 +120,8 @@ def main():
         ap.error(f"--recluster-epochs/--recluster-stages: {exc}")
     if args.recluster_stages != 1 and not args.recluster_rounds:
         ap.error(f"--recluster-stages {args.recluster_stages}: expected with --recluster-rounds >= 1, got none")
+    if args.budget_bits is not None and not (math.isfinite(args.budget_bits) and args.budget_bits > 0):
+        ap.error(f"--budget-bits: expected a finite number > 0 (bits per weight), got {args.budget_bits}")
     if not 0 <= args.distill <= 1:
         ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
     if not (math.isfinite(args.temperature) and args.temperature > 0):
@@ -167,14 +172,16 @@ def main():
     for method, d, k, seed in args.arms:
         rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{f'p{recluster.stages}' if recluster.stages > 1 else ''}"
                   f"{'f' if recluster.final == 'freeze' else ''}" if recluster else "")
-        name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{args.tag}"
+        budget_tag = "" if args.budget_bits is None else f"_b{args.budget_bits:g}"
+        name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{budget_tag}{args.tag}"
         arm_started = time.perf_counter()
         config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
                            calib_batches=args.calib_batches, seed=seed)
         out_file = os.path.join(args.workdir, name + ".gwk")
         report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr, batch=batch,
                                    qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),
-                                   device=device, show_progress=show, distill=distill, recluster=recluster)
+                                   device=device, show_progress=show, distill=distill, recluster=recluster,
+                                   budget_bits=args.budget_bits)
         reloaded = model_file.load_model(out_file).eval()
         report.update({
             "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test, device=device),

@@ -31,9 +31,9 @@ def setting(r):
     return r["method"], r["settings"]["d"], r["settings"]["k"]
 
 
-def finetuning(r):
+def recipe(r):
     """The arm's retraining after QAT, in words: re-clustering rounds (if any), then fine-tuning
-    epochs x training images per epoch; distillation if used."""
+    epochs x training images per epoch; distillation if used; per-layer k if allocated."""
     settings, images = r["settings"], r["shared"]["finetune_images"]
     text = f"{settings['epochs']} x {images} images"
     rc = settings.get("recluster")
@@ -44,6 +44,8 @@ def finetuning(r):
     kd = settings.get("distill")
     if kd:
         text += f", distilled (alpha {kd['alpha']:g}, T {kd['temperature']:g})"
+    if settings.get("budget_bits") is not None:
+        text += f", k per layer from sensitivity (<= {settings['budget_bits']:g} bits/weight)"
     return text
 
 
@@ -58,11 +60,11 @@ def settings_table(runs):
           "(c) all-inclusive | file bytes | accuracy % (float) | drop, points | command |")
     print("|" + "---|" * 13)
     for r in sorted((r for r in runs if r["settings"]["seed"] == 0),
-                    key=lambda r: (-r["ratios"]["all_inclusive"], finetuning(r), r["method"])):
+                    key=lambda r: (-r["ratios"]["all_inclusive"], recipe(r), r["method"])):
         method, d, k = setting(r)
         bpw, ratios = r["bits_per_weight"], r["ratios"]
         acc, base = 100 * r["accuracy_full_test"], 100 * r["baseline_full_test"]
-        print(f"| {method} | {d} | {k} | {finetuning(r)} | {bpw['indices']:.3f} | {bpw['all_inclusive']:.3f} | "
+        print(f"| {method} | {d} | {k} | {recipe(r)} | {bpw['indices']:.3f} | {bpw['all_inclusive']:.3f} | "
               f"{ratios['indices_only']:.1f}x | {ratios['with_codebooks']:.1f}x | {ratios['all_inclusive']:.1f}x | "
               f"{r['file_bytes']} | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | `{r['shared']['command']}` |")
 
@@ -70,7 +72,7 @@ def settings_table(runs):
 def seeds_table(runs):
     groups = defaultdict(list)
     for r in runs:
-        groups[setting(r) + (finetuning(r),)].append(r)
+        groups[setting(r) + (recipe(r),)].append(r)
     print("| d | k | fine-tuning | (c) all-inclusive | GWK accuracy %: mean (min-max), seeds | k-means accuracy %: mean (min-max), seeds | "
           "GWK - k-means, points |")
     print("|---|---|---|---|---|---|---|")
@@ -101,7 +103,7 @@ def ablation_table(runs):
     for r in sorted(runs, key=lambda r: (-r["accuracy_full_test"])):
         method, d, k = setting(r)
         acc, base = 100 * r["accuracy_full_test"], 100 * r["baseline_full_test"]
-        print(f"| {method} | {d} | {k} | {finetuning(r)} | {retraining_epochs(r)} | "
+        print(f"| {method} | {d} | {k} | {recipe(r)} | {retraining_epochs(r)} | "
               f"{100 * r['details']['accuracy_before_finetune']:.2f} | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | "
               f"{r['ratios']['all_inclusive']:.1f}x |")
 
@@ -131,7 +133,7 @@ def projection(r, target):
         return None
     epochs, acc = np.array(points, dtype=float).T
     slope, intercept = np.polyfit(np.log2(epochs), 100 * acc, 1)
-    text = (f"{r['method']}, {finetuning(r)}: test-half accuracy {100 * acc[0]:.2f}% after epoch 1, "
+    text = (f"{r['method']}, {recipe(r)}: test-half accuracy {100 * acc[0]:.2f}% after epoch 1, "
             f"{100 * acc[-1]:.2f}% after epoch {int(epochs[-1])}; the fit gains {slope:.2f} points per doubling "
             f"of the fine-tuning epochs")
     if slope <= 0:
@@ -158,7 +160,7 @@ def main(argv):
     if args.curve:
         from gwkcuda.plots import plot_retraining
         for r in runs:
-            r["label"] = f"{r['method']}: {finetuning(r)}"
+            r["label"] = f"{r['method']}: {recipe(r)}"
         plot_retraining(runs, runs[0]["baseline_accuracy"], args.curve,
                         f"ResNet-20, (d, k) = ({runs[0]['settings']['d']}, {runs[0]['settings']['k']}), "
                         f"{runs[0]['ratios']['all_inclusive']:.1f}x all-inclusive")
@@ -169,7 +171,7 @@ def main(argv):
             ap.error("--project: expected --baseline FILE (the accuracy to come within 2 points of), got none")
         for r in runs:
             line = projection(r, r["baseline_full_test"] - 0.02)
-            print(line or f"{r['method']}, {finetuning(r)}: fewer than 3 fine-tuning epochs measured, no projection.")
+            print(line or f"{r['method']}, {recipe(r)}: fewer than 3 fine-tuning epochs measured, no projection.")
         return
     if args.ablation:
         print(f"{runs[0]['machine']}; float {100 * chain_float:.2f}%, after EWGS QAT "

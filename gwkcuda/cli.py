@@ -145,6 +145,9 @@ def cmd_compress(args) -> int:
                         "(--float-epochs N, default 20) or pass the trained weights with --checkpoint")
     if args.method == "binquant" and args.allocation == "global" and args.sensitivity != "gradient":
         raise UserError("--allocation global needs --sensitivity gradient (its split order comes from gradients)")
+    if args.method == "binquant" and args.budget_bits is not None:
+        raise UserError("--budget-bits chooses each layer's k for GWK / k-means: Bin & Quant sizes its bins "
+                        "with --max-drop")
     if args.method == "binquant" and args.importance == "abs":
         raise UserError("--importance abs is GWK's: Bin & Quant's gradient sensitivity takes square or fisher")
     task = pipelines.load_task(args.model, args.data, args.data_root)
@@ -255,6 +258,12 @@ def _check_gwk_knobs(args, task, config, model) -> list:
         print(f"gwkcuda: warning: {100 * kept / total:.1f}% of {task.model_name}'s weights stay in float at "
               f"--d {args.d} --k {args.k}: the file will be far larger than the ratio of the compressed "
               "layers suggests", file=sys.stderr)
+    if args.budget_bits is not None:
+        from .gwk import check_budget
+        try:
+            check_budget(model, config, args.budget_bits, float_bits=16 if args.float16 else 32, ewgs_bits=args.bits)
+        except ValueError as exc:
+            raise UserError(f"--budget-bits: {str(exc).split(': ', 1)[1]}") from None
     batches = -(-len(task.x_train) // 64)
     if args.calib_batches > batches:
         raise UserError(f"--calib-batches: expected at most {batches} (the {len(task.x_train)} training "
@@ -284,7 +293,7 @@ def _compress_in(workdir: Path, args, task, config, qat, recluster, out, device,
     else:
         report = pipelines.run_gwk(model, task, out, config, epochs=args.epochs, lr=args.lr, qat=qat,
                                    storage=storage, workdir=workdir, device=device, show_progress=progress,
-                                   recluster=recluster)
+                                   recluster=recluster, budget_bits=args.budget_bits)
     for c in _checkpoints(workdir):  # finished: the checkpoints have served
         c.unlink(missing_ok=True)
     return report
@@ -488,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed EWGS delta (default: a Hessian estimate after every --delta-every epochs)")
     g.add_argument("--delta-every", type=_count(1), default=1,
                    help="epochs between EWGS delta estimates (default: %(default)s)")
+    g.add_argument("--budget-bits", type=_positive, default=None,
+                   help="per-layer k from sensitivity: each layer's k (8 to 256, at --d) chosen so that the "
+                        "clustered layers' codes and codebooks average at most this many bits per weight with "
+                        "the least sensitivity-weighted error (default: none, every layer at --k)")
     g.add_argument("--recluster-rounds", type=_count(0), default=0,
                    help="clustering inside retraining (needs --bits): rounds of GWK clustering of the latent "
                         "weights, each followed by --recluster-epochs epochs of training straight through the "

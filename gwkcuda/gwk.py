@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .allocate import min_distortion, pq_layer_bytes
 from .importance import MODES as IMPORTANCE_MODES
 from .importance import accumulate_importance, check_samples, fisher_of_samples
 from .nn import ewgs_layer, install_pq
@@ -154,16 +155,97 @@ def latent_layers(model: nn.Module, config: GWKConfig) -> List[str]:
     return [n for n in plan if ewgs_layer(model, n) is not None]
 
 
+K_CHOICES = (8, 16, 32, 64, 128, 256)
+
+
+def allocate_layers(model: nn.Module, config: GWKConfig, budget_bits: float,
+                    run_backward: Callable[[Callable[[], None]], None], *, k_choices: Sequence[int] = K_CHOICES,
+                    float_bits: int = 32, samples: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+    """Per-layer k from sensitivity within a size budget: each planned layer (at its d) is clustered
+    at every k of ``k_choices`` as gwk_compress would (config's importance), its distortion is the
+    sensitivity-weighted squared error sum(F * (w - w_q)^2) with F the sum of g^2 over the
+    calibration batches (an estimate of the loss the clustering adds, comparable across layers),
+    and the k of all layers together minimise the summed distortion with the stored codes and
+    codebooks at most ``budget_bits`` per clustered weight on average (exact, allocate.min_distortion).
+
+    float_bits: bits of a codebook entry outside EWGS layers (whose codebooks are stored at the
+    weight quantiser's bits): 32, or 16 for a file stored in float16.
+    Returns (layers, report): layers maps name -> (d, k), for GWKConfig.layers; report holds the
+    budget, the bytes chosen and, per layer, the options (k, bytes, distortion) and the choice."""
+    if not (isinstance(budget_bits, (int, float)) and math.isfinite(budget_bits) and budget_bits > 0):
+        raise ValueError(f"allocate_layers: expected budget_bits a finite number > 0 (bits per weight), "
+                         f"got {budget_bits!r}")
+    if not k_choices or any(not isinstance(k, int) or isinstance(k, bool) or not 2 <= k <= 2**16 for k in k_choices):
+        raise ValueError(f"allocate_layers: expected k_choices ints in 2..65536, got {k_choices!r}")
+    plan, _ = plan_layers(model, config)
+    if not plan:
+        raise ValueError("allocate_layers: no layer to quantise")
+    check_budget(model, config, budget_bits, k_choices, float_bits)
+    fisher = accumulate_importance(model, plan, run_backward, "square")
+    importance = _importances(model, plan, config, run_backward, samples)
+    weights = {n: weight_of(model, n).detach() for n in plan}
+    options = {n: [] for n in plan}
+    for k in sorted(set(k_choices)):
+        plan_k = {n: PQConfig(cfg.d, k, cfg.groups) for n, cfg in plan.items()
+                  if weights[n].numel() // cfg.d >= k * cfg.groups}
+        if not plan_k:
+            continue
+        pq = gwk_quantize({n: weights[n] for n in plan_k}, plan_k, importance, beta=config.beta,
+                          iters=config.iters, seed=config.seed)
+        for n, p in pq.items():
+            module = ewgs_layer(model, n)
+            cb_bits = module.bits_w if module is not None else float_bits
+            w = weights[n].float()
+            err = float((fisher[n] * (w - p.decode().float().reshape(w.shape)) ** 2).sum())
+            b = pq_layer_bytes(w.shape[0], w[0].numel(), p.config.d, k, cb_bits, p.config.groups)
+            options[n].append((k, b, err))
+    total = sum(weights[n].numel() for n in plan)
+    budget = int(budget_bits * total // 8)
+    pick = min_distortion({n: [(b, e) for _, b, e in opts] for n, opts in options.items()}, budget)
+    layers = {n: (plan[n].d, options[n][j][0]) for n, j in pick.items()}
+    chosen = sum(options[n][j][1] for n, j in pick.items())
+    report = {"budget_bits": budget_bits, "budget_bytes": budget, "bytes": chosen,
+              "bits_per_weight": 8 * chosen / total, "k_choices": sorted(set(k_choices)),
+              "layers": [{"name": n, "d": plan[n].d, "k": layers[n][1], "bytes": options[n][pick[n]][1],
+                          "options": [list(o) for o in options[n]]} for n in plan]}
+    return layers, report
+
+
+def check_budget(model: nn.Module, config: GWKConfig, budget_bits: float, k_choices: Sequence[int] = K_CHOICES,
+                 float_bits: int = 32, ewgs_bits: Optional[int] = None) -> None:
+    """Raises ValueError when ``budget_bits`` is below what allocate_layers can meet (every planned
+    layer at its smallest k), before any clustering or training. ewgs_bits: the codebook bits of
+    layers that are to become EWGS layers (say a float model before QAT); the EWGS layers already
+    there count at their own."""
+    plan, _ = plan_layers(model, config)
+    smallest = total = 0
+    for n, cfg in plan.items():
+        w, module = weight_of(model, n), ewgs_layer(model, n)
+        cb_bits = module.bits_w if module is not None else ewgs_bits or float_bits
+        fits = [k for k in k_choices if w.numel() // cfg.d >= k * cfg.groups]
+        if fits:
+            smallest += pq_layer_bytes(w.shape[0], w[0].numel(), cfg.d, min(fits), cb_bits, cfg.groups)
+        total += w.numel()
+    if total and 8 * smallest > budget_bits * total:
+        raise ValueError(f"allocate_layers: expected budget_bits at least {8 * smallest / total:.4f} (every layer "
+                         f"at its smallest k of {sorted(set(k_choices))}), got {budget_bits!r}")
+
+
+def _importances(model: nn.Module, plan, config: GWKConfig, run_backward, samples):
+    """name -> per-weight importance of every planned layer under config.importance (None: uniform)."""
+    if config.importance == "fisher":
+        return fisher_of_samples(model, plan, samples, config.fisher_samples, "gwk_compress")
+    if config.importance == "uniform":
+        return None
+    if run_backward is None:
+        raise ValueError("gwk_compress: importance from gradients needs run_backward")
+    return accumulate_importance(model, plan, run_backward, config.importance)
+
+
 def _cluster(model: nn.Module, plan, config: GWKConfig, run_backward, samples, show_progress) -> Dict[str, PQWeight]:
     """name -> PQWeight of every planned layer: importances (unless uniform), then one batched
     GWK clustering, each layer clustered before warm-started from its current codebook."""
-    importance = None
-    if config.importance == "fisher":
-        importance = fisher_of_samples(model, plan, samples, config.fisher_samples, "gwk_compress")
-    elif config.importance != "uniform":
-        if run_backward is None:
-            raise ValueError("gwk_compress: importance from gradients needs run_backward")
-        importance = accumulate_importance(model, plan, run_backward, config.importance)
+    importance = _importances(model, plan, config, run_backward, samples)
     weights = {n: weight_of(model, n) for n in plan}
     return gwk_quantize(weights, plan, importance, beta=config.beta, iters=config.iters, seed=config.seed,
                         show_progress=show_progress, init=_current_codebooks(model, plan) or None)

@@ -27,7 +27,7 @@ from torch import nn
 
 from . import __version__, data, model_file, train
 from .binquant import BinQuantConfig, bin_and_quant, save_binquant
-from .gwk import GWKConfig, gwk_compress, latent_layers
+from .gwk import GWKConfig, allocate_layers, check_budget, gwk_compress, latent_layers
 from .importance import sample_rows
 from .models import build_model, load_checkpoint
 
@@ -262,7 +262,8 @@ def run_qat(model: nn.Module, task: Task, qat: QATConfig, *, seed: int = 0, batc
 def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int = 5,
             lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, after_qat=None,
             storage: Optional[dict] = None, workdir=None, device="cpu", show_progress: bool = False,
-            distill: Optional[train.Distillation] = None, recluster: Optional[Recluster] = None) -> dict:
+            distill: Optional[train.Distillation] = None, recluster: Optional[Recluster] = None,
+            budget_bits: Optional[float] = None) -> dict:
     """The GWK chain on a copy of the float ``model``: [EWGS QAT] -> GWK-PQ (or plain k-means with
     importance "uniform") of the (latent) weights -> ``epochs`` of fine-tuning with codes fixed
     (codebooks, batch norm, biases, float layers, and quantiser parameters at qat.quantizer_lr);
@@ -270,7 +271,10 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     the report. distill: knowledge distillation from a teacher (say the float model) during the
     fine-tuning (train.Distillation; pass the same to run_qat for the QAT phase). recluster:
     rounds of clustering inside retraining before the final clustering (:class:`Recluster`; needs
-    ``qat``); their accuracies and losses go into the report's details.
+    ``qat``); their accuracies and losses go into the report's details. budget_bits: per-layer k
+    from sensitivity (:func:`gwkcuda.gwk.allocate_layers`, once, before the first clustering) with
+    the clustered layers' codes and codebooks at most this many bits per weight on average (None:
+    every layer at config's (d, k)); the choice goes into the report's details.
 
     after_qat: the (model, details) run_qat returned for this ``model`` and ``qat``, to share one
     QAT run among arms that differ from the clustering on (None: run it here).
@@ -280,6 +284,9 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     if recluster is not None and qat is None:
         raise ValueError("run_gwk: recluster trains the latent weights through the codebooks of EWGS layers, "
                          "so it needs qat (a QATConfig), got qat=None")
+    float_bits = 16 if (storage or {}).get("float_dtype") == "float16" else 32
+    if budget_bits is not None:  # before any training
+        check_budget(model, config, budget_bits, float_bits=float_bits, ewgs_bits=qat.bits if qat else None)
     started = time.perf_counter()
     xr, yr, _ = task.report_half()
     baseline = train.accuracy(model.to(device), xr, yr, device=device)
@@ -301,6 +308,10 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
                                batch=batch, device=device, after_each=after_each, seed=config.seed)
 
     samples = _fisher_samples(task, config.fisher_samples, config.seed) if config.importance == "fisher" else None
+    if budget_bits is not None:
+        chosen, details["allocation"] = allocate_layers(model, config, budget_bits, run_backward,
+                                                        float_bits=float_bits, samples=samples)
+        config = dataclasses.replace(config, layers={**config.layers, **chosen})
     quantizer_lr = qat.quantizer_lr if qat is not None else lr
     rounds = []
     ewgs_names = latent_layers(model, config) if recluster is not None else []
@@ -340,7 +351,8 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     settings = {**dataclasses.asdict(config), "epochs": epochs, "lr": lr, "batch": batch, "storage": storage or {},
                 "qat": dataclasses.asdict(qat) if qat is not None else None,
                 "distill": distill.settings() if distill is not None else None,
-                "recluster": dataclasses.asdict(recluster) if recluster is not None else None}
+                "recluster": dataclasses.asdict(recluster) if recluster is not None else None,
+                "budget_bits": budget_bits}
     report = _header(method, task, device, settings)
     report["details"] = details
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)

@@ -183,12 +183,13 @@ def test_the_chain_reclusters_inside_retraining(digits_model, small_task, tmp_pa
 qat_config = pipelines.QATConfig(bits=4, epochs=1, delta=0.0)
 
 
-def frozen_chain(digits_model, small_task, out, **recluster):
+def frozen_chain(digits_model, small_task, out, budget_bits=None, **recluster):
     """The GWK chain on the digits CNN with 2 re-clustering rounds of 1 epoch, codes frozen after."""
     config = GWKConfig(d=4, k=16, calib_batches=2, iters=5)
     after_qat = pipelines.run_qat(digits_model[0], small_task, qat_config)
     return pipelines.run_gwk(digits_model[0], small_task, out, config, epochs=1, qat=qat_config, after_qat=after_qat,
-                             recluster=pipelines.Recluster(2, 1, final="freeze", **recluster))
+                             recluster=pipelines.Recluster(2, 1, final="freeze", **recluster),
+                             budget_bits=budget_bits)
 
 
 @pytest.mark.slow
@@ -202,6 +203,21 @@ def test_frozen_codes_end_the_rounds_where_the_last_one_left_the_model(digits_mo
     loaded = model_file.load_model(tmp_path / "f.gwk")
     convs = [m for m in loaded.modules() if isinstance(m, QConv2d) and m.codebook is not None]
     assert convs and not any(m.keeps_latent for m in convs)
+
+
+@pytest.mark.slow
+def test_the_chain_keeps_the_per_layer_codebook_sizes_it_allocated(digits_model, small_task, tmp_path):
+    report = frozen_chain(digits_model, small_task, tmp_path / "b.gwk", budget_bits=1.2)
+    allocation = report["details"]["allocation"]
+    chosen = {r["name"]: (r["k"], r["bytes"]) for r in allocation["layers"]}
+    assert allocation["bytes"] <= allocation["budget_bytes"] and report["settings"]["budget_bits"] == 1.2
+    assert len({k for k, _ in chosen.values()}) > 1  # the budget lies between two uniform choices
+    # The file holds each layer at its allocated k, in the bytes the allocation counted.
+    stored = {r["layer"]: r for r in model_file.describe(tmp_path / "b.gwk")["layers"] if r["method"] == "pq"}
+    assert set(stored) == set(chosen)
+    for name, (k, size) in chosen.items():
+        assert stored[name]["detail"] == f"d=4 k={k}"
+        assert stored[name]["index_bytes"] + stored[name]["codebook_bytes"] == size
 
 
 @pytest.mark.slow
