@@ -182,23 +182,21 @@ def allocate_layers(model: nn.Module, config: GWKConfig, budget_bits: float,
         raise ValueError("allocate_layers: no layer to quantise")
     check_budget(model, config, budget_bits, k_choices, float_bits)
     fisher = accumulate_importance(model, plan, run_backward, "square")
-    importance = _importances(model, plan, config, run_backward, samples)
+    importance = fisher if config.importance == "square" else _importances(model, plan, config, run_backward,
+                                                                             samples)
     weights = {n: weight_of(model, n).detach() for n in plan}
+    sizes = {n: _sizes(model, n, cfg, k_choices, float_bits) for n, cfg in plan.items()}
     options = {n: [] for n in plan}
     for k in sorted(set(k_choices)):
-        plan_k = {n: PQConfig(cfg.d, k, cfg.groups) for n, cfg in plan.items()
-                  if weights[n].numel() // cfg.d >= k * cfg.groups}
+        plan_k = {n: PQConfig(cfg.d, k, cfg.groups) for n, cfg in plan.items() if k in sizes[n]}
         if not plan_k:
             continue
         pq = gwk_quantize({n: weights[n] for n in plan_k}, plan_k, importance, beta=config.beta,
                           iters=config.iters, seed=config.seed)
         for n, p in pq.items():
-            module = ewgs_layer(model, n)
-            cb_bits = module.bits_w if module is not None else float_bits
             w = weights[n].float()
             err = float((fisher[n] * (w - p.decode().float().reshape(w.shape)) ** 2).sum())
-            b = pq_layer_bytes(w.shape[0], w[0].numel(), p.config.d, k, cb_bits, p.config.groups)
-            options[n].append((k, b, err))
+            options[n].append((k, sizes[n][k], err))
     total = sum(weights[n].numel() for n in plan)
     budget = int(budget_bits * total // 8)
     pick = min_distortion({n: [(b, e) for _, b, e in opts] for n, opts in options.items()}, budget)
@@ -220,15 +218,21 @@ def check_budget(model: nn.Module, config: GWKConfig, budget_bits: float, k_choi
     plan, _ = plan_layers(model, config)
     smallest = total = 0
     for n, cfg in plan.items():
-        w, module = weight_of(model, n), ewgs_layer(model, n)
-        cb_bits = module.bits_w if module is not None else ewgs_bits or float_bits
-        fits = [k for k in k_choices if w.numel() // cfg.d >= k * cfg.groups]
-        if fits:
-            smallest += pq_layer_bytes(w.shape[0], w[0].numel(), cfg.d, min(fits), cb_bits, cfg.groups)
-        total += w.numel()
+        sizes = _sizes(model, n, cfg, k_choices, ewgs_bits or float_bits)
+        smallest += min(sizes.values(), default=0)
+        total += weight_of(model, n).numel()
     if total and 8 * smallest > budget_bits * total:
         raise ValueError(f"allocate_layers: expected budget_bits at least {8 * smallest / total:.4f} (every layer "
                          f"at its smallest k of {sorted(set(k_choices))}), got {budget_bits!r}")
+
+
+def _sizes(model: nn.Module, name: str, cfg: PQConfig, k_choices: Sequence[int], other_bits: int) -> Dict[int, int]:
+    """k -> stored bytes of layer ``name`` at (cfg.d, k), for each k of k_choices that leaves every
+    codeword a sub-vector; codebook entries at an EWGS layer's weight bits, else ``other_bits``."""
+    w, module = weight_of(model, name), ewgs_layer(model, name)
+    cb_bits = module.bits_w if module is not None else other_bits
+    return {k: pq_layer_bytes(w.shape[0], w[0].numel(), cfg.d, k, cb_bits, cfg.groups)
+            for k in sorted(set(k_choices)) if w.numel() // cfg.d >= k * cfg.groups}
 
 
 def _importances(model: nn.Module, plan, config: GWKConfig, run_backward, samples):
