@@ -31,11 +31,13 @@ TORCH_LIBRARY(gwkcuda, m) {
   // One fused gradient-weighted Lloyd iteration in one pass over x: assignment to `centroids`,
   // then the weighted mean of each cluster; a cluster with zero total weight keeps its centroid.
   // labels and inertia (sum of weight * squared distance, [B]) refer to the input centroids.
-  m.def("gwk_lloyd_step(Tensor x, Tensor? weight, Tensor centroids) -> (Tensor new_centroids, Tensor labels, Tensor cluster_weight, Tensor inertia)");
+  // check_weights=False skips the weight check, for a caller that checked them once already: on
+  // CUDA the check reads a flag back, one host sync per step (weighted_kmeans checks up front).
+  m.def("gwk_lloyd_step(Tensor x, Tensor? weight, Tensor centroids, bool check_weights=True) -> (Tensor new_centroids, Tensor labels, Tensor cluster_weight, Tensor inertia)");
   // gwk_lloyd_step writing the labels into a caller's int64 [B, N] buffer: iterating with one
   // buffer avoids allocating (and page-faulting) B * N * 8 fresh bytes every iteration, which
   // costs as much as the arithmetic for scalar clustering (bench/bench_kmeans.py).
-  m.def("gwk_lloyd_step_into(Tensor x, Tensor? weight, Tensor centroids, Tensor(a!) labels) -> (Tensor new_centroids, Tensor cluster_weight, Tensor inertia)");
+  m.def("gwk_lloyd_step_into(Tensor x, Tensor? weight, Tensor centroids, Tensor(a!) labels, bool check_weights=True) -> (Tensor new_centroids, Tensor cluster_weight, Tensor inertia)");
 
   // Product-quantised weights (layout in core/pq.h): W [N, K] as codes [N, K/d] (uint8 when
   // k <= 256, else int32) into codebook [G, k, d], the N rows in G equal groups.

@@ -149,21 +149,25 @@ def weighted_kmeans(x: torch.Tensor, weight: Optional[torch.Tensor] = None, *, k
 
         def final(c):
             return ops.kmeans1d_sorted_assign(state, w, c, labels)
-    else:
+    else:  # w was checked above: the steps skip their check (on CUDA, a host sync each)
         def step(c):
-            new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, c, labels_out=labels)
+            new, _, cluster_weight, _ = ops.gwk_lloyd_step(xb, w, c, labels_out=labels, check_weights=False)
             return new, cluster_weight
 
         def final(c):  # one more step for its labels and inertia (of c): cheaper than kmeans_assign
-            return ops.gwk_lloyd_step(xb, w, c, labels_out=labels)[3]
+            return ops.gwk_lloyd_step(xb, w, c, labels_out=labels, check_weights=False)[3]
     n_iter = 0
     for it in progress(range(iters), show_progress, desc=f"k-means ({B} x {N} x {d}, k={k})", unit="it", leave=False):
         new, cluster_weight = step(centroids)
-        _split_empty_clusters(new, cluster_weight, scale, seed, it)
         shift = ((new - centroids) ** 2).sum((1, 2))
+        # One read-back per iteration: whether a cluster emptied and whether the centroids settled.
+        any_empty, converged = torch.stack([(cluster_weight <= 0).any(), (shift <= thresholds).all()]).tolist()
+        if any_empty:  # rare: split, then measure the shift of the split centroids
+            _split_empty_clusters(new, cluster_weight, scale, seed, it)
+            converged = bool((((new - centroids) ** 2).sum((1, 2)) <= thresholds).all())
         centroids = new
         n_iter = it + 1
-        if bool((shift <= thresholds).all()):
+        if converged:
             break
     inertia = final(centroids)
     if padded:

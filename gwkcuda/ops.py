@@ -112,22 +112,25 @@ def cluster_reduce(x: torch.Tensor, weight, labels: torch.Tensor, k: int):
     return torch.ops.gwkcuda.cluster_reduce.default(x, weight, labels, k)
 
 
-def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor, labels_out=None):
+def gwk_lloyd_step(x: torch.Tensor, weight, centroids: torch.Tensor, labels_out=None, check_weights=True):
     """One fused gradient-weighted Lloyd iteration (assign, then weighted mean), B problems at once.
 
     Args:
         x: [B, N, d] float; weight: [B, N] finite, non-negative, or None; centroids: [B, k, d].
         labels_out: optional contiguous int64 or int32 [B, N] buffer the labels are written into
             (saves an allocation per iteration when iterating; int32 halves it).
+        check_weights: False skips the weight check, for a caller that has checked the weights
+            once already (on CUDA the check is the step's only host sync); a bad weight then
+            gives meaningless centroids instead of an error.
     Returns:
         (new_centroids [B, k, d], labels int64 [B, N], cluster_weight [B, k], inertia [B]).
         labels and inertia (sum of weight * squared distance) refer to the input centroids; a
         cluster whose total weight is zero keeps its centroid.
     """
     if labels_out is None:
-        return torch.ops.gwkcuda.gwk_lloyd_step.default(x, weight, centroids)
+        return torch.ops.gwkcuda.gwk_lloyd_step.default(x, weight, centroids, check_weights)
     new, cluster_weight, inertia = torch.ops.gwkcuda.gwk_lloyd_step_into.default(
-        x, weight, centroids, labels_out)
+        x, weight, centroids, labels_out, check_weights)
     return new, labels_out, cluster_weight, inertia
 
 
@@ -148,7 +151,7 @@ def _cluster_reduce_fake(x, weight, labels, k):
 
 
 @torch.library.register_fake("gwkcuda::gwk_lloyd_step")
-def _gwk_lloyd_step_fake(x, weight, centroids):
+def _gwk_lloyd_step_fake(x, weight, centroids, check_weights=True):
     _check_devices("gwk_lloyd_step", x, weight=weight, centroids=centroids)
     B, N, d, k = check_kmeans_shapes(x, centroids=centroids, weight=weight, check=_fake_check)
     acc = accumulate_dtype(x.dtype)
@@ -157,7 +160,7 @@ def _gwk_lloyd_step_fake(x, weight, centroids):
 
 
 @torch.library.register_fake("gwkcuda::gwk_lloyd_step_into")
-def _gwk_lloyd_step_into_fake(x, weight, centroids, labels):
+def _gwk_lloyd_step_into_fake(x, weight, centroids, labels, check_weights=True):
     _check_devices("gwk_lloyd_step", x, labels=labels)
     new, _, cluster_weight, inertia = _gwk_lloyd_step_fake(x, weight, centroids)
     torch._check(labels.dtype in (torch.int64, torch.int32) and tuple(labels.shape) == tuple(x.shape[:2]),

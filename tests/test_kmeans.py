@@ -119,6 +119,18 @@ def test_sorted_cluster_sums_equal_the_cpu_kernels():
         unweighted = _C.cluster_sums_sorted(x, None, labels, 17)[1]
         assert torch.equal(unweighted, torch.stack([torch.bincount(l, minlength=17) for l in labels]).double())
 
+    # Empty clusters anywhere (first, middle, last of a problem, and a whole problem's last ones):
+    # their runs are empty and their sums zero.
+    x, w, _ = problem(3, 40, 2, 6)
+    labels = torch.tensor([2, 3, 5]).repeat(3, 14)[:, :40].contiguous()
+    labels[1] = 1
+    sums, wsums = _C.cluster_sums_sorted(x, w, labels, 6)
+    expected_sums, expected_wsums = ops.cluster_reduce(x, w, labels, 6)
+    torch.testing.assert_close(sums.float(), expected_sums, rtol=1e-6, atol=0)
+    torch.testing.assert_close(wsums.float(), expected_wsums, rtol=1e-6, atol=0)
+    assert torch.equal(wsums[0] > 0, torch.tensor([False, False, True, True, False, True]))
+    assert torch.equal(wsums[1] > 0, torch.tensor([False, True, False, False, False, False]))
+
 
 @needs_cuda
 def test_cuda_kmeans_sums_are_deterministic_and_keep_subnormal_weights():
@@ -237,6 +249,36 @@ def test_bad_weight_is_refused(device, value):
     labels, _ = ops.kmeans_assign(x, c)
     with pytest.raises(RuntimeError, match=r"expected every weight finite and >= 0"):
         ops.cluster_reduce(x, w, labels, 3)
+
+
+def test_a_step_told_its_weights_were_checked_skips_the_check_and_computes_the_same(device):
+    x, w, c = (t.to(device) for t in problem(2, 300, 3, 5))
+    checked = ops.gwk_lloyd_step(x, w, c)
+    unchecked = ops.gwk_lloyd_step(x, w, c, check_weights=False)
+    labels = torch.empty(2, 300, dtype=torch.int32, device=device)
+    into = ops.gwk_lloyd_step(x, w, c, labels_out=labels, check_weights=False)
+    for a, b, e in zip(checked, unchecked, into):
+        assert torch.equal(a, b) and torch.equal(a, e.to(a.dtype))
+    w[1, 17] = -0.5
+    ops.gwk_lloyd_step(x, w, c, check_weights=False)  # the caller vouched: no error
+    with pytest.raises(RuntimeError, match=r"expected every weight finite and >= 0"):
+        ops.gwk_lloyd_step(x, w, c, labels_out=labels)
+
+
+@needs_cuda
+def test_cuda_lloyd_iterations_never_sync_with_the_host():
+    """A Lloyd step that skips the weight check, as weighted_kmeans calls it, reads nothing back
+    (the sorted cluster sums included), so it may run inside a CUDA graph."""
+    x, w, c = (t.cuda() for t in problem(3, 5000, 4, 16))
+    labels = torch.empty(3, 5000, dtype=torch.int32, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            c = ops.gwk_lloyd_step(x, w, c, labels_out=labels, check_weights=False)[0]
+        ops.kmeans_assign(x, c)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])

@@ -289,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor> cluster_reduce_cpu(const at::Tensor& x_in,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
     const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in,
-    at::Tensor& labels) {
+    at::Tensor& labels, bool check_weights) {
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
   check_labels_out("gwk_lloyd_step", in, labels);
   const TaskPlan plan(in.B, in.N, in.k, in.d);
@@ -313,7 +313,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
       run(labels.mutable_data_ptr<int64_t>());
     }
   });
-  TORCH_CHECK(weights_ok.load(), describe_bad_weight("gwk_lloyd_step", in.weight));
+  TORCH_CHECK(!check_weights || weights_ok.load(), describe_bad_weight("gwk_lloyd_step", in.weight));
   const auto totals = sum_task_rows(rows, plan, in.B);
   auto new_centroids = at::empty_like(in.centroids);
   AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_update_cpu", [&] {
@@ -337,9 +337,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cpu(
-    const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& centroids) {
+    const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& centroids,
+    bool check_weights) {
   auto labels = at::empty({x.size(0), x.dim() == 3 ? x.size(1) : 0}, x.options().dtype(at::kLong));
-  auto [new_centroids, cluster_weight, inertia] = gwk_lloyd_step_into_cpu(x, weight, centroids, labels);
+  auto [new_centroids, cluster_weight, inertia] =
+      gwk_lloyd_step_into_cpu(x, weight, centroids, labels, check_weights);
   return {new_centroids, labels, cluster_weight, inertia};
 }
 

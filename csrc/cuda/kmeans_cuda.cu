@@ -3,8 +3,9 @@
 // cluster sums in float64 and in one fixed order (csrc/cluster_sums.h: sorted by label, then a
 // segmented sum), so results are deterministic, keep subnormal weights, and match the CPU's
 // float64 accumulation to rounding; then one thread per centroid for the update, from the float64
-// sums. Labels and weights are validated up front (one host sync each). The caller's current
-// stream throughout.
+// sums. cluster_reduce validates its labels and weights up front (one host sync each);
+// gwk_lloyd_step validates its weights unless told they were checked (check_weights=False), and is
+// then free of host syncs (its labels are its own). The caller's current stream throughout.
 //
 // Only ATen/c10 headers here, never torch/extension.h: it doubles the compile time of a .cu file.
 #include <ATen/Dispatch.h>
@@ -94,11 +95,11 @@ std::tuple<at::Tensor, at::Tensor> cluster_reduce_cuda(const at::Tensor& x_in,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
     const at::Tensor& x_in, const std::optional<at::Tensor>& weight, const at::Tensor& c_in,
-    at::Tensor& labels) {
+    at::Tensor& labels, bool check_weights) {
   const auto in = prepare_inputs("gwk_lloyd_step", x_in, weight, &c_in, nullptr, 0);
   check_labels_out("gwk_lloyd_step", in, labels);
   const c10::cuda::CUDAGuard guard(in.x.device());  // after the checks: a CPU input gets our message
-  check_weight_values("gwk_lloyd_step", in.weight);
+  if (check_weights) check_weight_values("gwk_lloyd_step", in.weight);  // the step's only host sync
   auto new_centroids = at::empty_like(in.centroids);
   const int64_t total = in.B * in.N;
   if (total == 0) {  // no points: every cluster keeps its centroid
@@ -139,9 +140,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_cuda(
-    const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& centroids) {
+    const at::Tensor& x, const std::optional<at::Tensor>& weight, const at::Tensor& centroids,
+    bool check_weights) {
   auto labels = at::empty({x.size(0), x.dim() == 3 ? x.size(1) : 0}, x.options().dtype(at::kLong));
-  auto [new_centroids, cluster_weight, inertia] = gwk_lloyd_step_into_cuda(x, weight, centroids, labels);
+  auto [new_centroids, cluster_weight, inertia] =
+      gwk_lloyd_step_into_cuda(x, weight, centroids, labels, check_weights);
   return {new_centroids, labels, cluster_weight, inertia};
 }
 
