@@ -71,6 +71,18 @@ def test_cpu_and_cuda_give_identical_bytes(nbits):
     assert torch.equal(ops.unpack_bits(cpu.cuda(), nbits, codes.numel()).cpu(), codes)
 
 
+@needs_cuda
+def test_cuda_unpack_never_syncs_with_the_host():
+    packed = ops.pack_bits(random_codes(4096 + 5, 7, seed=2), 7).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ops.unpack_bits(packed, 7, 4096 + 5)
+        ops.unpack_bits(packed[1:], 7, 8)  # an offset view: the reads are bytes, any alignment
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 # --- bad input: a clear error, never a crash or silent truncation ---------------------------------
 
 @pytest.mark.parametrize("bad, nbits, pattern", [

@@ -18,25 +18,6 @@ namespace {
 // Groups per parallel task: big enough to amortise scheduling, small enough to balance 2+ cores.
 constexpr int64_t kGrainGroups = 1 << 14;
 
-// Calls fn(std::integral_constant<int, nbits>) so that the group loops below see nbits as a
-// compile-time constant: the shifts and byte boundaries of csrc/core/bitpack.h then fold into
-// straight-line code (several times faster than the same loop with a run-time nbits).
-template <typename Fn>
-void with_constant_nbits(int nbits, const Fn& fn) {
-  switch (nbits) {
-#define GWK_NBITS_CASE(n) \
-  case n:                 \
-    return fn(std::integral_constant<int, n>());
-    GWK_NBITS_CASE(1) GWK_NBITS_CASE(2) GWK_NBITS_CASE(3) GWK_NBITS_CASE(4)
-    GWK_NBITS_CASE(5) GWK_NBITS_CASE(6) GWK_NBITS_CASE(7) GWK_NBITS_CASE(8)
-    GWK_NBITS_CASE(9) GWK_NBITS_CASE(10) GWK_NBITS_CASE(11) GWK_NBITS_CASE(12)
-    GWK_NBITS_CASE(13) GWK_NBITS_CASE(14) GWK_NBITS_CASE(15) GWK_NBITS_CASE(16)
-#undef GWK_NBITS_CASE
-    default:
-      TORCH_CHECK(false, "nbits out of range: ", nbits);
-  }
-}
-
 // The full groups [first, last) of a stream, at the CPU's level (cpu_level.h).
 template <int bits, typename T>
 struct PackGroups {
@@ -69,7 +50,7 @@ at::Tensor pack_bits_cpu(const at::Tensor& codes_in, int64_t nbits) {
     const scalar_t* src = codes.const_data_ptr<scalar_t>();
     uint8_t* dst = packed.mutable_data_ptr<uint8_t>();
     const int64_t full = numel / bitpack::kCodesPerGroup;
-    with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
+    const bool dispatched = bitpack::with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
       constexpr int bits = decltype(bits_constant)::value;
       cpu::parallel_chunks(bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end, int) {
         bool ok = cpu::Clones<PackGroups<bits, scalar_t>>::run(src, dst, begin, std::min(end, full));
@@ -80,6 +61,7 @@ at::Tensor pack_bits_cpu(const at::Tensor& codes_in, int64_t nbits) {
         if (!ok) all_ok.store(false, std::memory_order_relaxed);
       });
     });
+    TORCH_INTERNAL_ASSERT(dispatched, "nbits out of range: ", nbits);  // check_pack_args refused it
   });
   TORCH_CHECK(all_ok.load(), describe_bad_code(codes, nbits));
   return packed;
@@ -92,7 +74,7 @@ at::Tensor unpack_bits_cpu(const at::Tensor& packed_in, int64_t nbits, int64_t n
   const uint8_t* src = packed.const_data_ptr<uint8_t>();
   int32_t* dst = codes.mutable_data_ptr<int32_t>();
   const int64_t full = numel / bitpack::kCodesPerGroup;
-  with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
+  const bool dispatched = bitpack::with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
     constexpr int bits = decltype(bits_constant)::value;
     cpu::parallel_chunks(bitpack::num_groups(numel), kGrainGroups, [&](int64_t begin, int64_t end, int) {
       cpu::Clones<UnpackGroups<bits>>::run(src, dst, begin, std::min(end, full));
@@ -102,6 +84,7 @@ at::Tensor unpack_bits_cpu(const at::Tensor& packed_in, int64_t nbits, int64_t n
       }
     });
   });
+  TORCH_INTERNAL_ASSERT(dispatched, "nbits out of range: ", nbits);  // check_unpack_args refused it
   return codes;
 }
 

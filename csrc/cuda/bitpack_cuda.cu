@@ -1,5 +1,7 @@
 // CUDA implementation of pack_bits / unpack_bits: one thread per 8-code group
-// (csrc/core/bitpack.h), grid-stride loops, the caller's current stream.
+// (csrc/core/bitpack.h), the code width a template parameter, grid-stride loops, the caller's
+// current stream. unpack_bits never syncs with the host; pack_bits syncs once, to refuse codes
+// that do not fit nbits (it runs when a file is written, never per step).
 //
 // Only ATen/c10 headers here, never torch/extension.h: it doubles the compile time of a .cu file.
 #include <ATen/Dispatch.h>
@@ -27,26 +29,39 @@ int blocks_for(int64_t groups) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, 65535)));
 }
 
-template <typename T>
-__global__ void pack_kernel(const T* __restrict__ codes, int64_t numel, int nbits,
-                            uint8_t* __restrict__ packed, int* __restrict__ bad_flag) {
+// kBits, the code width, is a template parameter: the core's group loops then fold into
+// straight-line shifts (bitpack::with_constant_nbits picks the instance).
+template <int kBits, typename T>
+__global__ void pack_kernel(const T* __restrict__ codes, int64_t numel, uint8_t* __restrict__ packed,
+                            int* __restrict__ bad_flag) {
   const int64_t groups = bitpack::num_groups(numel);
   bool ok = true;
   for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
        g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     ok &= bitpack::pack_group(codes + g * bitpack::kCodesPerGroup, bitpack::group_count(g, numel),
-                              nbits, packed + g * nbits);
+                              kBits, packed + g * kBits);
   }
   if (!ok) atomicExch(bad_flag, 1);
 }
 
-__global__ void unpack_kernel(const uint8_t* __restrict__ packed, int64_t numel, int nbits,
-                              int32_t* __restrict__ codes) {
+// A full group's 8 codes leave as two 16-byte stores: the codes buffer is the op's own at::empty
+// (aligned to far more than 16 bytes), so group g's 32 bytes at codes + 8 g are 16-byte aligned.
+// The final, partial group is written code by code.
+template <int kBits>
+__global__ void unpack_kernel(const uint8_t* __restrict__ packed, int64_t numel, int32_t* __restrict__ codes) {
   const int64_t groups = bitpack::num_groups(numel);
+  const int64_t full = numel / bitpack::kCodesPerGroup;
   for (int64_t g = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; g < groups;
        g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    bitpack::unpack_group(packed + g * nbits, bitpack::group_count(g, numel), nbits,
-                          codes + g * bitpack::kCodesPerGroup);
+    int32_t* out = codes + g * bitpack::kCodesPerGroup;
+    if (g < full) {
+      int32_t c[bitpack::kCodesPerGroup];
+      bitpack::unpack_group(packed + g * kBits, bitpack::kCodesPerGroup, kBits, c);
+      reinterpret_cast<int4*>(out)[0] = make_int4(c[0], c[1], c[2], c[3]);
+      reinterpret_cast<int4*>(out)[1] = make_int4(c[4], c[5], c[6], c[7]);
+    } else {
+      bitpack::unpack_group(packed + g * kBits, bitpack::group_count(g, numel), kBits, out);
+    }
   }
 }
 
@@ -62,9 +77,12 @@ at::Tensor pack_bits_cuda(const at::Tensor& codes_in, int64_t nbits) {
   auto bad_flag = at::zeros({1}, codes.options().dtype(at::kInt));
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_INTEGRAL_TYPES(codes.scalar_type(), "pack_bits_cuda", [&] {
-    pack_kernel<scalar_t><<<blocks_for(groups), kThreads, 0, stream>>>(
-        codes.const_data_ptr<scalar_t>(), numel, static_cast<int>(nbits),
-        packed.mutable_data_ptr<uint8_t>(), bad_flag.mutable_data_ptr<int>());
+    const bool dispatched = bitpack::with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
+      pack_kernel<decltype(bits_constant)::value, scalar_t><<<blocks_for(groups), kThreads, 0, stream>>>(
+          codes.const_data_ptr<scalar_t>(), numel, packed.mutable_data_ptr<uint8_t>(),
+          bad_flag.mutable_data_ptr<int>());
+    });
+    TORCH_INTERNAL_ASSERT(dispatched, "nbits out of range: ", nbits);  // check_pack_args refused it
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   // Reading the flag synchronises with the stream: the price of refusing bad codes rather than
@@ -81,9 +99,11 @@ at::Tensor unpack_bits_cuda(const at::Tensor& packed_in, int64_t nbits, int64_t 
   const int64_t groups = bitpack::num_groups(numel);
   if (groups == 0) return codes;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  unpack_kernel<<<blocks_for(groups), kThreads, 0, stream>>>(
-      packed.const_data_ptr<uint8_t>(), numel, static_cast<int>(nbits),
-      codes.mutable_data_ptr<int32_t>());
+  const bool dispatched = bitpack::with_constant_nbits(static_cast<int>(nbits), [&](auto bits_constant) {
+    unpack_kernel<decltype(bits_constant)::value><<<blocks_for(groups), kThreads, 0, stream>>>(
+        packed.const_data_ptr<uint8_t>(), numel, codes.mutable_data_ptr<int32_t>());
+  });
+  TORCH_INTERNAL_ASSERT(dispatched, "nbits out of range: ", nbits);  // check_unpack_args refused it
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return codes;
 }
