@@ -59,6 +59,18 @@ def test_pq_linear_with_long_rows_matches_float64_reference(device, M, d):
     assert relative_error(ops.pq_linear(x, codes, codebook, bias), expected) <= TOLERANCE[torch.float32]
 
 
+@pytest.mark.parametrize("M", [1, 16])
+@pytest.mark.parametrize("G", [2, 5])
+def test_pq_linear_with_many_rows_per_codebook_group_matches_float64_reference(device, M, G):
+    # 20000 rows in G groups: on CUDA each group's codebook is staged in shared memory, and there
+    # are more row tiles than resident blocks, so a block moves on to another group and restages.
+    N, K, d, k = 20000, 64, 8, 16
+    codes, codebook, bias = make(N, K, d, k, G, device=device)
+    x = torch.randn(M, K, dtype=torch.float64).float().to(device)
+    expected = x.double().cpu() @ reference.pq_decode(codes.cpu(), codebook.cpu()).double().t() + bias.double().cpu()
+    assert relative_error(ops.pq_linear(x, codes, codebook, bias), expected) <= TOLERANCE[torch.float32]
+
+
 @pytest.mark.parametrize("M", [1, 17])
 def test_pq_linear_under_inference_mode(device, M):
     # 1024 x 512 float32 is 2 MB of W: the decode path splits it into tiles over the threads, and
