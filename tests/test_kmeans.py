@@ -29,7 +29,7 @@ def assert_close(actual, expected, rtol):
 # --- the ops against the reference -----------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("B, d, k", [(1, 1, 2), (7, 3, 5), (1, 8, 256), (7, 1, 256), (2, 9, 7), (3, 16, 4)])
+@pytest.mark.parametrize("B, d, k", [(1, 1, 2), (5, 2, 3), (7, 3, 5), (4, 4, 16), (1, 8, 256), (7, 1, 256), (2, 9, 7), (3, 16, 4)])
 def test_ops_match_reference(device, dtype, B, d, k):
     x, w, c = problem(B, N_ODD, d, k, dtype)
     x, w, c = x.to(device), w.to(device), c.float().to(device)

@@ -41,16 +41,46 @@ int blocks_for(int64_t items) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < (total); \
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-// label_t: int64_t, or int32_t for gwk_lloyd_step's half-size labels buffer.
-template <typename acc_t, typename label_t>
+// label_t: int64_t, or int32_t for gwk_lloyd_step's half-size labels buffer. D > 0 is d at
+// compile time: the point is read once into registers and the distance loop unrolls (D = 0: d
+// read at run time, the point read through the cache). Every thread of a warp reads the same
+// centroid at the same time, so the centroid loads are broadcasts.
+template <typename acc_t, typename label_t, int D>
 __global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ centroids,
-                              int64_t N, int64_t total, int d, int64_t k, label_t* __restrict__ labels,
-                              acc_t* __restrict__ sqdist) {
+                              int64_t N, int64_t total, int d_runtime, int64_t k,
+                              label_t* __restrict__ labels, acc_t* __restrict__ sqdist) {
   GWK_FOR_EACH_POINT(p, total) {
     const int64_t b = p / N;
     acc_t best;
-    labels[p] = static_cast<label_t>(kmeans::nearest_centroid<acc_t>(x + p * d, centroids + b * k * d, k, d, &best));
+    int64_t label;
+    if constexpr (D > 0) {
+      acc_t point[D];
+#pragma unroll
+      for (int i = 0; i < D; ++i) point[i] = x[p * D + i];
+      label = kmeans::nearest_centroid<acc_t>(point, centroids + b * k * D, k, D, &best);
+    } else {
+      label = kmeans::nearest_centroid<acc_t>(x + p * d_runtime, centroids + b * k * d_runtime, k,
+                                              d_runtime, &best);
+    }
+    labels[p] = static_cast<label_t>(label);
     sqdist[p] = best;
+  }
+}
+
+// Launches assign_kernel with d at compile time for the common point lengths.
+template <typename acc_t, typename label_t>
+void launch_assign(const acc_t* x, const acc_t* centroids, int64_t N, int64_t total, int d, int64_t k,
+                   label_t* labels, acc_t* sqdist, cudaStream_t stream) {
+  const auto launch = [&](auto d_constant) {
+    assign_kernel<acc_t, label_t, decltype(d_constant)::value><<<blocks_for(total), kThreads, 0, stream>>>(
+        x, centroids, N, total, d, k, labels, sqdist);
+  };
+  switch (d) {
+    case 1: return launch(std::integral_constant<int, 1>());
+    case 2: return launch(std::integral_constant<int, 2>());
+    case 4: return launch(std::integral_constant<int, 4>());
+    case 8: return launch(std::integral_constant<int, 8>());
+    default: return launch(std::integral_constant<int, 0>());
   }
 }
 
@@ -73,10 +103,9 @@ std::tuple<at::Tensor, at::Tensor> kmeans_assign_cuda(const at::Tensor& x_in, co
   if (total == 0) return {labels, sqdist};
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.acc, "kmeans_assign_cuda", [&] {
-    assign_kernel<scalar_t, int64_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
-        static_cast<int>(in.d), in.k, labels.mutable_data_ptr<int64_t>(),
-        sqdist.mutable_data_ptr<scalar_t>());
+    launch_assign<scalar_t, int64_t>(in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(),
+                                     in.N, total, static_cast<int>(in.d), in.k,
+                                     labels.mutable_data_ptr<int64_t>(), sqdist.mutable_data_ptr<scalar_t>(), stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {labels, sqdist};
@@ -110,10 +139,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_assign_cuda", [&] {
     const auto launch = [&](auto* lab) {
-      using label_t = std::remove_pointer_t<decltype(lab)>;
-      assign_kernel<scalar_t, label_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
-          static_cast<int>(in.d), in.k, lab, sqdist.mutable_data_ptr<scalar_t>());
+      launch_assign(in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
+                    static_cast<int>(in.d), in.k, lab, sqdist.mutable_data_ptr<scalar_t>(), stream);
     };
     if (labels.scalar_type() == at::kInt) {
       launch(labels.mutable_data_ptr<int32_t>());
