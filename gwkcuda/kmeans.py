@@ -333,10 +333,9 @@ def _sample(weight: torch.Tensor, nearest: Optional[torch.Tensor], gen: torch.Ge
 
 
 def _split_empty_clusters(centroids, cluster_weight, scale, seed, iteration):
-    """The empty-cluster rule of the module docstring, applied in place."""
+    """The empty-cluster rule of the module docstring, applied in place (called once some
+    cluster is empty: the caller has read that back already)."""
     empty = cluster_weight <= 0
-    if not bool(empty.any()):
-        return
     gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + iteration)
     weight = cluster_weight.clone()
     for b, j in empty.nonzero().tolist():

@@ -55,6 +55,15 @@ int resident_blocks() {
   return 8 * std::max(sms, 1);
 }
 
+// Row tiles of lookup_kernel: kWarpsPerBlock rows each; when staging, tiled within each codebook
+// group so that no tile straddles two groups. One definition for the launch and the kernel.
+GWK_HOST_DEVICE int64_t tiles_per_group(int64_t rows_per_group) {
+  return (rows_per_group + kWarpsPerBlock - 1) / kWarpsPerBlock;
+}
+GWK_HOST_DEVICE int64_t lookup_tiles(int64_t N, int64_t rows_per_group, bool stage) {
+  return stage ? (N / rows_per_group) * tiles_per_group(rows_per_group) : tiles_per_group(N);
+}
+
 // Calls fn(integral_constant D, integral_constant MR): D the sub-vector length when it is one of
 // the common ones (0: read at run time), MR the row bound that covers M: 1 (a decoded token) or
 // kMaxWarpRows. float64 is for reference checks, not speed: one generic instance.
@@ -101,8 +110,9 @@ __global__ void decode_kernel(const code_t* __restrict__ codes, const scalar_t* 
 
 // y[m, n] for m < M <= MR, one warp per output row n. D > 0 is the sub-vector length at compile
 // time (the lookups unroll; each codeword is read once into registers and reused for all M
-// rows); D = 0 reads it at run time. With stage, the rows are tiled so that a block's 8 warps always share one codebook group,
-// and the block copies that group's k x d codewords into shared memory once per group.
+// rows); D = 0 reads it at run time. With stage, the rows are tiled so that a block's 8 warps
+// always share one codebook group, and the block copies that group's k x d codewords into shared
+// memory once per group.
 template <typename scalar_t, typename acc_t, typename code_t, int D, int MR>
 __global__ void
 lookup_kernel(const scalar_t* __restrict__ x, const code_t* __restrict__ codes,
@@ -115,15 +125,15 @@ lookup_kernel(const scalar_t* __restrict__ x, const code_t* __restrict__ codes,
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
   const int64_t K = S * d;
-  const int64_t tiles_per_group = (rows_per_group + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  const int64_t tiles = stage ? (N / rows_per_group) * tiles_per_group : (N + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const int64_t group_tiles = tiles_per_group(rows_per_group);
+  const int64_t tiles = lookup_tiles(N, rows_per_group, stage);
   int64_t staged_group = -1;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {  // t, and so every branch below
     int64_t n, row_end;                                        // up to the row test, is block-uniform
     const scalar_t* words;
     if (stage) {
-      const int64_t g = t / tiles_per_group;
-      n = g * rows_per_group + (t % tiles_per_group) * kWarpsPerBlock + warp;
+      const int64_t g = t / group_tiles;
+      n = g * rows_per_group + (t % group_tiles) * kWarpsPerBlock + warp;
       row_end = (g + 1) * rows_per_group;
       if (g != staged_group) {
         __syncthreads();  // every warp is done with the previous group's codewords
@@ -222,8 +232,7 @@ at::Tensor pq_linear_cuda(const at::Tensor& x_in, const at::Tensor& codes_in,
   // for the copy; otherwise the codewords are read through the caches.
   const int64_t codebook_bytes = s.k * s.d * static_cast<int64_t>(x.element_size());
   const bool stage = codebook_bytes <= kSharedCodebookBytes && s.rows_per_group >= kStageMinRows;
-  const int64_t tiles = stage ? (s.N / s.rows_per_group) * ((s.rows_per_group + kWarpsPerBlock - 1) / kWarpsPerBlock)
-                              : (s.N + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const int64_t tiles = lookup_tiles(s.N, s.rows_per_group, stage);
   const int blocks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(tiles, resident_blocks())));
   const size_t shared = stage ? static_cast<size_t>(codebook_bytes) : 0;
   auto stream = c10::cuda::getCurrentCUDAStream();
