@@ -64,30 +64,36 @@ import torch.nn.functional as F
 from gwkcuda import ops
 
 def cuda_ms(fn, reps=50):
-    fn(); torch.cuda.synchronize()
+    """Median ms of fn(i) over reps launches, launch i given its own index (to rotate inputs)."""
+    fn(0); torch.cuda.synchronize()
     times = []
-    for _ in range(reps):
+    for i in range(1, reps + 1):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); b.synchronize(); times.append(a.elapsed_time(b))
+        a.record(); fn(i); b.record(); b.synchronize(); times.append(a.elapsed_time(b))
     return sorted(times)[len(times) // 2]
+
+def rotation(t, cache_bytes=256 << 20):
+    """Copies of t at other addresses, together several times the L2 (50 MB on an H100 or H200),
+    so that timing them in turn reads each one from memory, as a model's layers are."""
+    return [t] + [t.clone() for _ in range(max(1, -(-cache_bytes // t.nbytes)))]
 
 print("| shape | bits/w | M | pq_linear ms | fp16 cuBLAS ms | ratio | % of byte floor (4.3 TB/s) |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for N, K in [(4096, 4096), (11008, 4096), (28672, 8192)]:
     for d in (8, 16):
-        codes = torch.randint(0, 256, (N, K // d), dtype=torch.uint8, device="cuda")
+        codes = rotation(torch.randint(0, 256, (N, K // d), dtype=torch.uint8, device="cuda"))
         cb = torch.randn(1, 256, d, device="cuda", dtype=torch.float16)
-        dense = ops.pq_decode(codes, cb)
+        dense = rotation(ops.pq_decode(codes[0], cb))
         for M in (1, 4, 16, 64):
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-            t_pq = cuda_ms(lambda: ops.pq_linear(x, codes, cb, None))
-            t_fp = cuda_ms(lambda: F.linear(x, dense))
+            t_pq = cuda_ms(lambda i: ops.pq_linear(x, codes[i % len(codes)], cb, None))
+            t_fp = cuda_ms(lambda i: F.linear(x, dense[i % len(dense)]))
             floor_ms = (N * K // d + cb.numel() * 2 + M * K * 2 + M * N * 2) / 4.3e12 * 1e3
             print(f"| {N}x{K} | {8 / d:g} | {M} | {t_pq:.3f} | {t_fp:.3f} | {t_fp / t_pq:.2f}x | {floor_ms / t_pq:.0%} |")
 x = torch.randn(64, 1 << 20, 8, device="cuda", dtype=torch.float16)
 w = torch.rand(64, 1 << 20, device="cuda")
 c = x[:, :256].float().contiguous()
-t = cuda_ms(lambda: ops.gwk_lloyd_step(x, w, c), reps=5)
+t = cuda_ms(lambda i: ops.gwk_lloyd_step(x, w, c), reps=5)  # 1 GB of points: never in L2
 moved = x.numel() * x.element_size() + w.numel() * 4 + x.shape[0] * x.shape[1] * 8  # points, weights read; int64 labels written
 print(f"gwk_lloyd_step, 64 x 1M points, d=8, k=256: {t:.1f} ms, {moved / t / 1e6:.0f} GB/s, "
       f"{moved / 4.3e12 * 1e3 / t:.1%} of the byte floor (4.3 TB/s; float64 sums in a fixed order, by sorting)")

@@ -71,6 +71,30 @@ def test_pq_linear_with_many_rows_per_codebook_group_matches_float64_reference(d
     assert relative_error(ops.pq_linear(x, codes, codebook, bias), expected) <= TOLERANCE[torch.float32]
 
 
+# (N, K, d, k, G) at M = 1 that CUDA serves with lookup tables (uint8 codes, K/d a multiple of 16,
+# >= 4k rows per group): 9 blocks of rows, the last one partial, and splits of 2 staged tables;
+# 2 groups of half a block; k = 16 with one table and one split (y written directly); k = 100, a
+# run-time k, whose last table holds 16 of 32 positions.
+LUT_SHAPES = [(36000, 1024, 2, 256, 1), (4096, 2048, 8, 256, 2), (5000, 1024, 4, 16, 2), (3000, 640, 8, 100, 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", LUT_SHAPES, ids=[str(s) for s in LUT_SHAPES])
+def test_pq_linear_of_one_row_through_lookup_tables_matches_float64_reference(device, shape, dtype):
+    N, K, d, k, G = shape
+    codes, codebook, bias = make(N, K, d, k, G, dtype, device)
+    x = torch.randn(1, K, dtype=torch.float64).to(dtype).to(device)
+    expected = x.double().cpu() @ reference.pq_decode(codes.cpu(), codebook.cpu()).double().t()
+    assert relative_error(ops.pq_linear(x, codes, codebook, None), expected) <= TOLERANCE[dtype]
+    expected = expected + bias.double().cpu()
+    assert relative_error(ops.pq_linear(x, codes, codebook, bias), expected) <= TOLERANCE[dtype]
+    # Codes not 16-byte aligned (a view one byte into its storage) take the other kernel on CUDA.
+    storage = torch.empty(codes.numel() + 1, dtype=codes.dtype, device=device)
+    shifted = storage[1:].view(codes.shape)
+    shifted.copy_(codes)
+    assert relative_error(ops.pq_linear(x, shifted, codebook, bias), expected) <= TOLERANCE[dtype]
+
+
 @pytest.mark.parametrize("M", [1, 17])
 def test_pq_linear_under_inference_mode(device, M):
     # 1024 x 512 float32 is 2 MB of W: the decode path splits it into tiles over the threads, and
@@ -181,6 +205,12 @@ def test_code_out_of_range_is_refused(device):
             x = torch.randn(M, 56, device=device)
             torch.testing.assert_close(ops.pq_linear(x, codes, codebook, bias), ops.pq_linear(x, fixed, codebook, bias))
         assert torch.equal(ops.pq_decode(codes, codebook), ops.pq_decode(fixed, codebook))
+        # The same in the lookup tables (M = 1, 16 codes per row, 4096 rows >= 4k per group).
+        codes, codebook, bias = make(4096, 128, 8, 5, 1, device=device)
+        fixed = codes.clone()
+        codes[4, 2], fixed[4, 2] = 7, 0
+        x = torch.randn(1, 128, device=device)
+        torch.testing.assert_close(ops.pq_linear(x, codes, codebook, bias), ops.pq_linear(x, fixed, codebook, bias))
 
 
 def test_codes_loaded_into_a_pq_layer_are_checked():
@@ -200,12 +230,15 @@ def test_codes_loaded_into_a_pq_layer_are_checked():
 def test_cuda_pq_ops_never_sync_with_the_host():
     layer = PQLinear.from_float(nn.Linear(64, 30), PQConfig(d=8, k=5)).cuda()
     xs = [torch.randn(M, 64, device="cuda") for M in (1, 17)]
+    codes, codebook, bias = make(4096, 2048, 8, 256, 1, device="cuda")  # M = 1: the lookup tables
+    one_row = torch.randn(1, 2048, device="cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x in xs:
             layer(x)
         ops.pq_decode(layer.codes, layer.codebook)
+        ops.pq_linear(one_row, codes, codebook, bias)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -1,6 +1,7 @@
 // CUDA implementation of pq_decode and pq_linear (csrc/core/pq.h).
 //
-// pq_linear for few input rows (M <= kMaxWarpRows): one warp per output row n; the lanes stride
+// pq_linear for one input row, when the shape suits them: the lookup tables of pq_lut_cuda.cu.
+// Otherwise, for few input rows (M <= kMaxWarpRows): one warp per output row n; the lanes stride
 // over the row's codes (coalesced byte loads), each lookup decodes a whole d-long
 // codeword (from shared memory when the group's codebook is staged there), its dot products with
 // the M input sub-vectors accumulate in registers, and a warp reduction finishes the row. d and
@@ -25,12 +26,13 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "../core/pq.h"
 #include "../pq_checks.h"
+#include "multiprocessors.h"
+#include "pq_lut_cuda.h"
 
 namespace gwk {
 namespace {
@@ -43,17 +45,7 @@ constexpr int64_t kStageMinRows = 4 * kWarpsPerBlock;  // rows that share a grou
 
 // Blocks that fit on the device at once (8 of 256 threads per SM): the grid-stride loops cover
 // the rest, and each block stages a codebook group once for many tiles instead of once per tile.
-int resident_blocks() {
-  static std::atomic<int> sms_of[64];  // per device, asked once (0: not yet)
-  int device = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&device));
-  int sms = device < 64 ? sms_of[device].load(std::memory_order_relaxed) : 0;
-  if (sms == 0) {
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    if (device < 64) sms_of[device].store(sms, std::memory_order_relaxed);
-  }
-  return 8 * std::max(sms, 1);
-}
+int resident_blocks() { return 8 * multiprocessor_count(); }
 
 // Row tiles of lookup_kernel: kWarpsPerBlock rows each; when staging, tiled within each codebook
 // group so that no tile straddles two groups. One definition for the launch and the kernel.
@@ -228,6 +220,10 @@ at::Tensor pq_linear_cuda(const at::Tensor& x_in, const at::Tensor& codes_in,
   const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   auto y = at::empty({M, s.N}, x.options());
   if (M == 0 || s.N == 0) return y;
+  if (pq_lut_serves(s, x, codes)) {
+    pq_linear_lut_cuda(s, x, codes, codebook, bias, y);
+    return y;
+  }
   // Stage a group's codebook in shared memory when it fits and is shared by enough rows to pay
   // for the copy; otherwise the codewords are read through the caches.
   const int64_t codebook_bytes = s.k * s.d * static_cast<int64_t>(x.element_size());
