@@ -67,21 +67,35 @@ __global__ void build_lut_kernel(const scalar_t* __restrict__ x, const scalar_t*
 // The sum over `width` positions (a multiple of kCodesPerLoad) of table[position * k + code], the
 // row's codes read 16 at a time; KC > 0 is k at compile time (0: k_runtime). An out-of-range code
 // reads entry 0, memory-safe as in lookup_kernel (codes are checked where a weight is built).
+//
+// A warp's 32 lanes (32 rows) load the same position at once. At k = 16 one position's entries
+// cover only 16 of the 32 banks, so odd lanes take each pair of positions in swapped order (one
+// byte permute per 4 codes): every load then spans both positions of a pair, all 32 banks.
 template <int KC>
 __device__ __forceinline__ float sum_of_picked(const float* table, int k_runtime, const uint8_t* codes,
                                                int width) {
   const int k = KC > 0 ? KC : k_runtime;
+  constexpr bool kSwapPairs = KC == 16;
+  const int odd = kSwapPairs ? static_cast<int>(threadIdx.x & 1) : 0;
+  const unsigned order = odd ? 0x2301u : 0x3210u;  // bytes 1 0 3 2, or as they are
   float part[4] = {0.f, 0.f, 0.f, 0.f};  // independent sums hide the add latency
 #pragma unroll 1  // one 16-code body: at k = 256 a table holds 16 positions, so this runs once
   for (int q = 0; q < width; q += kCodesPerLoad) {
     const uint4 packed = __ldg(reinterpret_cast<const uint4*>(codes + q));
-    const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
-    const float* t = table + q * k;
+    uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
+    if constexpr (kSwapPairs) {
+#pragma unroll
+      for (int w = 0; w < 4; ++w) words[w] = __byte_perm(words[w], 0u, order);
+    }
+    // Byte i of words now holds position i ^ odd: i + odd for even i, (i - 1) + (1 - odd) for odd
+    // i, so two per-lane bases keep every load's offset a constant.
+    const float* even_base = table + (q + odd) * k;
+    const float* odd_base = table + (q + 1 - odd) * k;
 #pragma unroll
     for (int i = 0; i < kCodesPerLoad; ++i) {
       uint32_t c = (words[i / 4] >> (8 * (i % 4))) & 0xffu;
       if (KC != 256 && !pq::code_valid(c, k)) c = 0;
-      part[i % 4] += t[i * k + c];
+      part[i % 4] += i % 2 == 0 ? even_base[i * k + c] : odd_base[(i - 1) * k + c];
     }
   }
   return (part[0] + part[1]) + (part[2] + part[3]);
