@@ -90,6 +90,29 @@ for N, K in [(4096, 4096), (11008, 4096), (28672, 8192)]:
             t_fp = cuda_ms(lambda i: F.linear(x, dense[i % len(dense)]))
             floor_ms = (N * K // d + cb.numel() * 2 + M * K * 2 + M * N * 2) / 4.3e12 * 1e3
             print(f"| {N}x{K} | {8 / d:g} | {M} | {t_pq:.3f} | {t_fp:.3f} | {t_fp / t_pq:.2f}x | {floor_ms / t_pq:.0%} |")
+# A whole compressed model at one input row, where each layer's launch costs more than its bytes:
+# launched op by op against one CUDA-graph replay of the same forward.
+from gwkcuda.nn import PQLinear
+from gwkcuda.pq import PQConfig, PQWeight
+def pq_layer(N, K, d=8, k=256):
+    codes = torch.randint(0, k, (N, K // d), dtype=torch.uint8, device="cuda")
+    cb = torch.randn(1, k, d, device="cuda", dtype=torch.float16)
+    return PQLinear(PQWeight(codes, cb, (N, K), PQConfig(d, k)))
+model = torch.nn.Sequential(*[pq_layer(1024, 1024) for _ in range(16)])
+x = torch.randn(1, 1024, device="cuda", dtype=torch.float16)
+with torch.no_grad():
+    eager = cuda_ms(lambda i: model(x))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        model(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(x)
+    replay = cuda_ms(lambda i: graph.replay())
+print(f"16 PQ layers of 1024x1024 (d = 8, k = 256) at one input row: {eager:.3f} ms op by op, "
+      f"{replay:.3f} ms as one CUDA-graph replay")
 x = torch.randn(64, 1 << 20, 8, device="cuda", dtype=torch.float16)
 w = torch.rand(64, 1 << 20, device="cuda")
 c = x[:, :256].float().contiguous()
@@ -107,5 +130,5 @@ echo "== summary ($(date -u +%Y-%m-%d), $(python -c "import torch; print(torch.c
 echo "tests: $(tail -n 1 "$logs/tests.txt")"
 grep -E "^\|" "$logs/report.txt" 2>/dev/null | head -n 60
 grep -E "^\|" "$logs/pq.txt" 2>/dev/null
-grep -E "^gwk_lloyd_step" "$logs/pq.txt" 2>/dev/null
+grep -E "^gwk_lloyd_step|^16 PQ layers" "$logs/pq.txt" 2>/dev/null
 grep -E "^\|" "$logs/stream.txt" 2>/dev/null

@@ -1,5 +1,7 @@
 """pq_linear / pq_decode against a float64 reference; autograd, opcheck, torch.compile; the PQ
 layers and the PQ weight file."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,6 +184,37 @@ def test_pq_layer_under_cuda_graphs():
     for _ in range(3):
         got = compiled(x)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def pq_mlp(seed=0):
+    """A compressed 256 -> 2048 -> 512 -> 10 MLP: at one input row the first two layers take the
+    CUDA lookup tables, the last (10 rows) the warp-per-row kernel."""
+    torch.manual_seed(seed)
+    dense = [nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 512), nn.ReLU(), nn.Linear(512, 10)]
+    return nn.Sequential(*[PQLinear.from_float(m, PQConfig(d=8, k=16)) if isinstance(m, nn.Linear) else m
+                           for m in dense])
+
+
+@needs_cuda
+def test_a_whole_compressed_model_replays_as_one_cuda_graph():
+    # Small layers cost less than a launch: a decoded token's whole model is one graph replay.
+    cpu_model = pq_mlp()
+    model = copy.deepcopy(cpu_model).cuda()
+    static_x = torch.randn(1, 256, device="cuda")
+    with torch.no_grad():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph asks
+            model(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = model(static_x)
+        for seed in range(3):
+            x = torch.randn(1, 256, generator=torch.Generator().manual_seed(seed)).cuda()
+            static_x.copy_(x)
+            graph.replay()
+            assert relative_error(static_y, cpu_model(x.cpu())) <= TOLERANCE[torch.float32]
 
 
 # --- bad input -------------------------------------------------------------------------------------
