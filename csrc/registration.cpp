@@ -73,6 +73,15 @@ TORCH_LIBRARY(gwkcuda, m) {
   m.def("kmeans1d_sorted_assign(Tensor xs, Tensor order, Tensor heads, Tensor? weight, Tensor centroids, "
         "Tensor(a!) labels) -> Tensor");
 
+  // EWGS quantisation (gwkcuda/ewgs.py; math: core/ewgs.h) in one pass: q = round(clamp((x - lower)
+  // / (upper - lower), 0, 1) * (levels - 1)) / (levels - 1), x's shape and dtype; lower, upper and
+  // delta 0-d tensors, read on x's device (delta only by the backward).
+  m.def("ewgs_quantize(Tensor x, Tensor lower, Tensor upper, int levels, Tensor delta) -> Tensor");
+  // Its backward given grad = dL/dq: EWGS scaling by delta, then through the clamp and the bounds
+  // -> (grad_x like x, grad_lower, grad_upper 0-d in the bounds' dtypes; sums in float64).
+  m.def("ewgs_quantize_backward(Tensor grad, Tensor x, Tensor lower, Tensor upper, int levels, Tensor delta) "
+        "-> (Tensor grad_x, Tensor grad_lower, Tensor grad_upper)");
+
   // Bin & Quant indices stored as canonical Huffman code words (gwkcuda/huffman.py): the first
   // `numel` symbols of `stream` (uint8) under the code given by its lengths per symbol (int64
   // [bins], 0 for unused symbols; a prefix code, lengths <= 48), as int32 [numel]. CPU only.

@@ -45,6 +45,15 @@ def ewgs_round(x: torch.Tensor, bits: int, delta=0.0) -> torch.Tensor:
     return EWGSDiscretizer.apply(x, 2 ** bits, delta)
 
 
+def ewgs_quantize_reference(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int,
+                            delta) -> torch.Tensor:
+    """The quantiser of the layers below as torch ops: ewgs_round of clamp((x - lower) / (upper -
+    lower), 0, 1). ops.ewgs_quantize computes the same values and gradients in one pass each way
+    (tests/test_ewgs_op.py); this form is the reference, and what the layers run with
+    ``_Quantized.fused = False`` (bench/bench_train.py times both)."""
+    return ewgs_round(((x - lower) / (upper - lower)).clamp(0, 1), bits, delta)
+
+
 class _Quantized:
     """Mixed into nn.Conv2d / nn.Linear: EWGS quantisation of weight and input activation."""
 
@@ -139,10 +148,16 @@ class _Quantized:
     def quantizer_parameters(self):
         return [self.w_lower, self.w_upper, self.a_lower, self.a_upper, self.output_scale]
 
+    fused = True  # the quantiser as one op (ops.ewgs_quantize); False: as torch ops (the reference)
+
+    def _quantize(self, x, lower, upper, bits, delta):
+        if self.fused:
+            return ops.ewgs_quantize(x, lower, upper, 2 ** bits, delta)
+        return ewgs_quantize_reference(x, lower, upper, bits, delta)
+
     def quantized_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """w_q in [-1, 1] at 2**bits_w levels."""
-        w_hat = ((weight - self.w_lower) / (self.w_upper - self.w_lower)).clamp(0, 1)
-        wq = ewgs_round(w_hat, self.bits_w, self.delta_w)
+        wq = self._quantize(weight, self.w_lower, self.w_upper, self.bits_w, self.delta_w)
         if self.keep_grad:
             self.last_wq = wq
         return 2 * (wq - 0.5)
@@ -151,8 +166,7 @@ class _Quantized:
         """a_q in [0, 1] at 2**bits_a levels (x unchanged when bits_a is None)."""
         if self.bits_a is None:
             return x
-        a_hat = ((x - self.a_lower) / (self.a_upper - self.a_lower)).clamp(0, 1)
-        aq = ewgs_round(a_hat, self.bits_a, self.delta_a)
+        aq = self._quantize(x, self.a_lower, self.a_upper, self.bits_a, self.delta_a)
         if self.keep_grad:
             self.last_aq = aq
         return aq

@@ -407,6 +407,63 @@ torch.library.register_autograd("gwkcuda::pq_linear", _pq_linear_backward, setup
 torch.library.register_autograd("gwkcuda::pq_decode", _pq_decode_backward, setup_context=_pq_decode_setup)
 
 
+# --- EWGS quantisation ---------------------------------------------------------------------------
+
+def ewgs_quantize(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, levels: int,
+                  delta: torch.Tensor) -> torch.Tensor:
+    """EWGS quantisation of x in one pass each way (gwkcuda.ewgs; paper-spec 4.1):
+    q = round(clamp((x - lower) / (upper - lower), 0, 1) * (levels - 1)) / (levels - 1), whose
+    backward scales each element's gradient by 1 + delta * sign(g) * (c - q) before the clamp.
+
+    Args:
+        x: floating-point tensor of any shape.
+        lower, upper: 0-d floating-point tensors on x's device (differentiable).
+        levels: 2..65536 quantisation levels.
+        delta: 0-d tensor, the EWGS scaling (0: straight-through); not differentiated.
+    Returns:
+        q, x's shape and dtype, in [0, 1]. The same values and gradients as the torch ops it
+        replaces (``ewgs.ewgs_round`` of the clamped, normalised x), with sums in float64.
+    """
+    _check_int("ewgs_quantize", "levels", levels)
+    return torch.ops.gwkcuda.ewgs_quantize.default(x, lower, upper, levels, delta)
+
+
+def _check_ewgs_fake(op, x, lower, upper, delta, grad=None):
+    _check_devices(op, x, lower=lower, upper=upper, delta=delta, grad=grad)
+    torch._check(x.dtype.is_floating_point, lambda: f"{op}: expected a floating-point x, got {x.dtype}")
+    for name, t in (("lower", lower), ("upper", upper), ("delta", delta)):
+        torch._check(t.dim() == 0 and t.dtype.is_floating_point,
+                     lambda: f"{op}: expected {name} a 0-d floating-point tensor, got {t.dtype} of shape {list(t.shape)}")
+
+
+@torch.library.register_fake("gwkcuda::ewgs_quantize")
+def _ewgs_quantize_fake(x, lower, upper, levels, delta):
+    _check_ewgs_fake("ewgs_quantize", x, lower, upper, delta)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.register_fake("gwkcuda::ewgs_quantize_backward")
+def _ewgs_quantize_backward_fake(grad, x, lower, upper, levels, delta):
+    _check_ewgs_fake("ewgs_quantize_backward", x, lower, upper, delta, grad=grad)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), lower.new_empty(()), upper.new_empty(()))
+
+
+def _ewgs_quantize_setup(ctx, inputs, output):
+    x, lower, upper, levels, delta = inputs
+    ctx.save_for_backward(x, lower, upper, delta)
+    ctx.levels = levels
+
+
+def _ewgs_quantize_backward(ctx, grad):
+    x, lower, upper, delta = ctx.saved_tensors
+    grad_x, grad_lower, grad_upper = torch.ops.gwkcuda.ewgs_quantize_backward.default(
+        grad.contiguous(), x, lower, upper, ctx.levels, delta)
+    return grad_x, grad_lower, grad_upper, None, None
+
+
+torch.library.register_autograd("gwkcuda::ewgs_quantize", _ewgs_quantize_backward, setup_context=_ewgs_quantize_setup)
+
+
 # --- Huffman-coded indices -----------------------------------------------------------------------
 
 def huffman_decode(stream: torch.Tensor, code_lengths: torch.Tensor, numel: int) -> torch.Tensor:
