@@ -10,6 +10,8 @@ quantisers trained, as in the GWK chain). Variants, each adding to the one befor
 - "per-image augmentation, batch 64": the loop as it was (a Python loop over the images of a batch
   for the crop and flip), the pipelines' batch size;
 - "batched augmentation": train.cifar_augment, one gather per batch (the same images);
+- "one-pass EWGS quantiser": ops.ewgs_quantize instead of the quantiser as a dozen torch ops
+  (ewgs._Quantized.fused; the rows above run the torch ops, as the loop did);
 - "channels_last": the model and inputs in channels-last memory format;
 - "batch 256": four times the batch (the learning rate would be scaled with it);
 - "bf16 autocast": only where the CPU computes bf16 natively (AVX-512 BF16 or AMX), else left out.
@@ -92,7 +94,16 @@ def matmul_peak(dtype, n=2048, repeats=5):
     return 2 * n ** 3 / statistics.median(times)
 
 
-def images_per_second(model, data, labels, *, batch, augment, channels_last, bf16, steps):
+def images_per_second(model, data, labels, *, batch, augment, channels_last, bf16, fused, steps):
+    ewgs._Quantized.fused = fused
+    try:
+        return _images_per_second(model, data, labels, batch=batch, augment=augment, channels_last=channels_last,
+                                  bf16=bf16, steps=steps)
+    finally:
+        ewgs._Quantized.fused = True
+
+
+def _images_per_second(model, data, labels, *, batch, augment, channels_last, bf16, steps):
     model = copy.deepcopy(model).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -130,12 +141,13 @@ def main():
     peak = {"fp32": matmul_peak(torch.float32)}
     if native_bf16:
         peak["bf16"] = matmul_peak(torch.bfloat16)
-    variants = [("per-image augmentation, batch 64", dict(batch=64, augment=per_image_augment, channels_last=False, bf16=False)),
-                ("batched augmentation", dict(batch=64, augment=cifar_augment, channels_last=False, bf16=False)),
-                ("channels_last", dict(batch=64, augment=cifar_augment, channels_last=True, bf16=False)),
-                ("batch 256", dict(batch=256, augment=cifar_augment, channels_last=True, bf16=False))]
-    if native_bf16:
-        variants.append(("bf16 autocast", dict(batch=256, augment=cifar_augment, channels_last=True, bf16=True)))
+    loop = dict(batch=64, augment=per_image_augment, channels_last=False, bf16=False, fused=False)
+    variants = [("per-image augmentation, batch 64", loop)]
+    for name, change in (("batched augmentation", dict(augment=cifar_augment)),
+                         ("one-pass EWGS quantiser", dict(fused=True)),
+                         ("channels_last", dict(channels_last=True)),
+                         ("batch 256", dict(batch=256))) + ((("bf16 autocast", dict(bf16=True)),) if native_bf16 else ()):
+        variants.append((name, {**variants[-1][1], **change}))
     flops = 3 * 2 * forward_macs(resnet_cifar(20), data)  # forward + backward (about twice the forward)
     rows, table = [], []
     for phase in ("float", "EWGS QAT W4A4", "PQ fine-tuning"):
