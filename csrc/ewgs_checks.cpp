@@ -24,4 +24,10 @@ void check_ewgs_args(const char* op, const at::Tensor& x, const at::Tensor& lowe
   }
 }
 
+at::MemoryFormat ewgs_layout(const at::Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
 }  // namespace gwk

@@ -421,8 +421,8 @@ def ewgs_quantize(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, lev
         levels: 2..65536 quantisation levels.
         delta: 0-d tensor, the EWGS scaling (0: straight-through); not differentiated.
     Returns:
-        q, x's shape and dtype, in [0, 1]. The same values and gradients as the torch ops it
-        replaces (``ewgs.ewgs_round`` of the clamped, normalised x), with sums in float64.
+        q, x's shape and dtype, in [0, 1], channels-last when x is (else contiguous). The same
+        values and gradients as the torch ops it replaces (``ewgs.ewgs_round`` of the clamped, normalised x), with sums in float64.
     """
     _check_int("ewgs_quantize", "levels", levels)
     return torch.ops.gwkcuda.ewgs_quantize.default(x, lower, upper, levels, delta)
@@ -436,16 +436,23 @@ def _check_ewgs_fake(op, x, lower, upper, delta, grad=None):
                      lambda: f"{op}: expected {name} a 0-d floating-point tensor, got {t.dtype} of shape {list(t.shape)}")
 
 
+def _ewgs_layout(x):
+    """The layout the C++ ops compute in and return (csrc/ewgs_checks.h: ewgs_layout)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 @torch.library.register_fake("gwkcuda::ewgs_quantize")
 def _ewgs_quantize_fake(x, lower, upper, levels, delta):
     _check_ewgs_fake("ewgs_quantize", x, lower, upper, delta)
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return torch.empty_like(x, memory_format=_ewgs_layout(x))
 
 
 @torch.library.register_fake("gwkcuda::ewgs_quantize_backward")
 def _ewgs_quantize_backward_fake(grad, x, lower, upper, levels, delta):
     _check_ewgs_fake("ewgs_quantize_backward", x, lower, upper, delta, grad=grad)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format), lower.new_empty(()), upper.new_empty(()))
+    return (torch.empty_like(x, memory_format=_ewgs_layout(x)), lower.new_empty(()), upper.new_empty(()))
 
 
 def _ewgs_quantize_setup(ctx, inputs, output):

@@ -148,3 +148,16 @@ def test_an_empty_input_gives_empty_values_and_zero_bound_gradients(device):
     q.sum().backward()
     assert q.shape == (0, 5) and x.grad.shape == (0, 5)
     assert lower.grad.item() == 0 and upper.grad.item() == 0
+
+
+def test_a_channels_last_input_keeps_its_layout_as_the_torch_ops_do(device):
+    # Image batches read from HWC data are channels-last; the next convolution picks its
+    # algorithm by the layout, so the op must hand on the layout the torch ops would.
+    x, lower, upper = inputs((4, 8, 6, 5), device=device)
+    x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(3)).to(device)
+    (q, gx, _, _), (q_ref, gx_ref, _, _) = both(x, lower, upper, 4, torch.tensor(0.3, device=device), grad)
+    assert q.stride() == q_ref.stride() == x.stride()
+    assert torch.equal(q, q_ref)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-6, atol=1e-7)
+    torch.library.opcheck(torch.ops.gwkcuda.ewgs_quantize.default, (x, lower, upper, 16, torch.tensor(0.3, device=device)))

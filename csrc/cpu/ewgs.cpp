@@ -98,8 +98,9 @@ struct BackwardLoop {
 at::Tensor ewgs_quantize_cpu(const at::Tensor& x_in, const at::Tensor& lower, const at::Tensor& upper, int64_t levels,
                              const at::Tensor& delta) {
   check_ewgs_args("ewgs_quantize", x_in, lower, upper, levels, delta);
-  const auto x = x_in.contiguous();
-  auto q = at::empty_like(x);
+  const auto layout = ewgs_layout(x_in);
+  const auto x = x_in.contiguous(layout);
+  auto q = at::empty(x.sizes(), x.options().memory_format(layout));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ewgs_quantize_cpu", [&] {
     using acc_t = acc_type_t<scalar_t>;
     // The bounds as the torch ops see them: each in its own dtype, the span one subtraction.
@@ -119,9 +120,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ewgs_quantize_backward_cpu(const 
                                                                           const at::Tensor& lower, const at::Tensor& upper,
                                                                           int64_t levels, const at::Tensor& delta) {
   check_ewgs_args("ewgs_quantize_backward", x_in, lower, upper, levels, delta, grad_in);
-  const auto x = x_in.contiguous();
-  const auto grad = grad_in.contiguous();
-  auto grad_x = at::empty_like(x);
+  const auto layout = ewgs_layout(x_in);
+  const auto x = x_in.contiguous(layout);
+  const auto grad = grad_in.contiguous(layout);
+  auto grad_x = at::empty(x.sizes(), x.options().memory_format(layout));
   const int64_t n = x.numel();
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> sums(2 * chunks, 0.0);

@@ -93,8 +93,9 @@ at::Tensor ewgs_quantize_cuda(const at::Tensor& x_in, const at::Tensor& lower, c
                               const at::Tensor& delta) {
   check_ewgs_args("ewgs_quantize", x_in, lower, upper, levels, delta);
   const c10::cuda::CUDAGuard guard(x_in.device());  // after the checks: a CPU input gets our message
-  const auto x = x_in.contiguous();
-  auto q = at::empty_like(x);
+  const auto layout = ewgs_layout(x_in);
+  const auto x = x_in.contiguous(layout);
+  auto q = at::empty(x.sizes(), x.options().memory_format(layout));
   const int64_t n = x.numel();
   if (n == 0) return q;
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -114,9 +115,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ewgs_quantize_backward_cuda(const
                                                                            int64_t levels, const at::Tensor& delta) {
   check_ewgs_args("ewgs_quantize_backward", x_in, lower, upper, levels, delta, grad_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const auto x = x_in.contiguous();
-  const auto grad = grad_in.contiguous();
-  auto grad_x = at::empty_like(x);
+  const auto layout = ewgs_layout(x_in);
+  const auto x = x_in.contiguous(layout);
+  const auto grad = grad_in.contiguous(layout);
+  auto grad_x = at::empty(x.sizes(), x.options().memory_format(layout));
   const int64_t n = x.numel();
   const int blocks = blocks_for(n);
   // Every block writes its two sums; with no elements there is nothing to launch, and the sums are 0.
