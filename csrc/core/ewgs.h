@@ -21,18 +21,17 @@ GWK_HOST_DEVICE acc_t clamp01(acc_t t) {
   return t < acc_t(0) ? acc_t(0) : (t > acc_t(1) ? acc_t(1) : t);  // NaN stays NaN, as in torch.clamp
 }
 
-GWK_HOST_DEVICE float round_half_even(float v) {
+template <typename acc_t>
+GWK_HOST_DEVICE acc_t round_half_even(acc_t v) {
 #if defined(__CUDA_ARCH__)
-  return rintf(v);
+  return rint(v);  // float and double overloads
 #else
-  return __builtin_rintf(v);
-#endif
-}
-GWK_HOST_DEVICE double round_half_even(double v) {
-#if defined(__CUDA_ARCH__)
-  return rint(v);
-#else
-  return __builtin_rint(v);
+  // The builtins, not std::rint: GCC then vectorises the CPU loops (cpu/ewgs.cpp).
+  if constexpr (sizeof(acc_t) == sizeof(float)) {
+    return __builtin_rintf(v);
+  } else {
+    return __builtin_rint(v);
+  }
 #endif
 }
 
