@@ -422,7 +422,9 @@ def ewgs_quantize(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, lev
         delta: 0-d tensor, the EWGS scaling (0: straight-through); not differentiated.
     Returns:
         q, x's shape and dtype, in [0, 1], channels-last when x is (else contiguous). The same
-        values and gradients as the torch ops it replaces (``ewgs.ewgs_round`` of the clamped, normalised x), with sums in float64.
+        values and gradients as the torch ops it replaces (``ewgs.ewgs_round`` of the clamped,
+        normalised x), with sums in float64. An element exactly on a bound passes its gradient
+        on every torch version (torch.clamp's backward did so up to torch 2.13, not from 2.14).
     """
     _check_int("ewgs_quantize", "levels", levels)
     return torch.ops.gwkcuda.ewgs_quantize.default(x, lower, upper, levels, delta)

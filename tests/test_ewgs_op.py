@@ -37,7 +37,7 @@ def both(x, lower, upper, bits, delta, grad):
 def test_values_and_gradients_match_the_torch_ops(device, dtype, bits, delta):
     x, lower, upper = inputs((64, 8, 17, 5), dtype, device)  # 43520 elements: several CPU chunks
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
-    grad.view(-1)[:3] = 0  # sign(0) = 0
+    grad.view(-1)[:3] = 0  # sign(0) = 0; and the clamp's edges, where torch's rule changed (below)
     (q, gx, gl, gu), (q_ref, gx_ref, gl_ref, gu_ref) = both(x, lower, upper, bits, torch.tensor(delta, device=device), grad)
     assert q.dtype == dtype and q.shape == x.shape
     assert torch.equal(q, q_ref)
@@ -95,6 +95,8 @@ def test_quantised_layers_compute_the_same_with_the_op_and_the_torch_ops():
     conv = ewgs.QConv2d(8, 16, 3, padding=1, bits_w=4, bits_a=4)
     x = torch.randn(4, 8, 12, 12)
     conv(x)  # initialises the bounds and the output scale
+    with torch.no_grad():  # the smallest input sat exactly on a_lower: the clamp's edge (below)
+        conv.a_lower -= 1e-3
     results = []
     for fused in (True, False):
         conv.zero_grad(set_to_none=True)
@@ -155,9 +157,21 @@ def test_a_channels_last_input_keeps_its_layout_as_the_torch_ops_do(device):
     # algorithm by the layout, so the op must hand on the layout the torch ops would.
     x, lower, upper = inputs((4, 8, 6, 5), device=device)
     x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(3)).to(device)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    grad.view(-1)[:8] = 0  # the clamp's edges: torch's own rule there changed (see the next test)
+    grad = grad.to(device)
     (q, gx, _, _), (q_ref, gx_ref, _, _) = both(x, lower, upper, 4, torch.tensor(0.3, device=device), grad)
     assert q.stride() == q_ref.stride() == x.stride()
     assert torch.equal(q, q_ref)
     torch.testing.assert_close(gx, gx_ref, rtol=1e-6, atol=1e-7)
     torch.library.opcheck(torch.ops.gwkcuda.ewgs_quantize.default, (x, lower, upper, 16, torch.tensor(0.3, device=device)))
+
+
+def test_the_gradient_passes_at_the_clamps_edges(device):
+    # One rule on every torch version: an element exactly on a bound (t = 0 or t = 1) passes its
+    # gradient, as torch.clamp's backward did up to torch 2.13; torch 2.14's passes none there.
+    lower = torch.tensor(-1.0, device=device, requires_grad=True)
+    upper = torch.tensor(2.0, device=device, requires_grad=True)
+    x = torch.tensor([-1.0, 2.0, 0.5, -1.5, 2.5], device=device, requires_grad=True)
+    ops.ewgs_quantize(x, lower, upper, 16, torch.tensor(0.0, device=device)).sum().backward()
+    assert x.grad.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0, 0])

@@ -4,7 +4,8 @@
 // (round half to even, as torch.round). The backward of q with respect to x, lower and upper,
 // given g = dL/dq, is what autograd computes through those torch ops: EWGS scales g to
 //     g_c = g * (1 + delta * sign(g) * (c - q)),
-// the clamp passes it where 0 <= t <= 1 (torch.clamp's rule), and the division and subtractions
+// the clamp passes it where 0 <= t <= 1 (torch.clamp's rule up to torch 2.13; 2.14's passes
+// nothing at exactly 0 or 1: here one rule on every version), and the division and subtractions
 // give dL/dx = g_t / span, dL/dspan = -g_t * t / span (summed over the elements),
 // dL/dlower = -(sum dL/dx + dL/dspan), dL/dupper = dL/dspan.
 #pragma once
