@@ -68,6 +68,7 @@ def main():
     print(f"{machine()}; forward + backward, median of {args.repeats}\n")
     print(format_table(["x", "op ms", "torch ops ms", "op speed-up", "floor ms (copy bandwidth)", "op of floor"], table))
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         write_json(args.out, {"machine": machine(), "threads": args.threads, "repeats": args.repeats, "rows": rows})
 
 
