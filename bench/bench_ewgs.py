@@ -11,9 +11,7 @@ bandwidth.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
@@ -21,19 +19,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from gwkcuda import ewgs, ops  # noqa: E402
 from gwkcuda.cliutil import format_table, write_json  # noqa: E402
-from gwkcuda.microbench import machine  # noqa: E402
+from gwkcuda.microbench import machine, median_ms  # noqa: E402
 
 SHAPES = [(64, 16, 32, 32), (64, 32, 16, 16), (64, 64, 8, 8), (64, 64, 3, 3)]
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def main():

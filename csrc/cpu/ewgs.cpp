@@ -51,10 +51,6 @@ struct SpeculativeClones {
   }
 };
 
-// acc_t: the type the math runs in (float, or double for float64 x).
-template <typename scalar_t>
-using acc_type_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
 template <typename scalar_t>
 struct ForwardLoop {
   using acc_t = acc_type_t<scalar_t>;

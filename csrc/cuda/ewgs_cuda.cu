@@ -35,9 +35,6 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, kMaxBlocks));
 }
 
-template <typename scalar_t>
-using acc_type_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
 template <typename scalar_t, typename acc_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ x, const acc_t* __restrict__ bounds, int64_t n,
                                acc_t steps, scalar_t* __restrict__ q) {

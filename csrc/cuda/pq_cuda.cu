@@ -180,9 +180,6 @@ lookup_kernel(const scalar_t* __restrict__ x, const code_t* __restrict__ codes,
   }
 }
 
-template <typename scalar_t>
-using acc_type_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
 at::Tensor pq_decode_cuda(const at::Tensor& codes_in, const at::Tensor& codebook_in) {
   const PQShape s = check_pq_weight("pq_decode", codes_in, codebook_in);
   const c10::cuda::CUDAGuard guard(codebook_in.device());  // after the checks: a CPU input gets our message
