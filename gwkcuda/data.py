@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io import atomic_write
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -62,9 +64,11 @@ def _cached(name: str, source: Path, build):
         with np.load(cache, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     arrays = build()
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, cache)
+    # A temporary file of this process's own (atomic_write), so that runs started together, each
+    # building the cache, do not rename one another's file away.
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(cache, buf.getvalue())
     return arrays
 
 

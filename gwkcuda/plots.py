@@ -1,6 +1,7 @@
 """PNG plots of compression reports (matplotlib, no display needed)."""
-import os
-from pathlib import Path
+import io
+
+from .io import atomic_write
 
 METHOD_STYLE = {"binquant": ("tab:orange", "s", "Bin & Quant (no retraining)"),
                 "gwk": ("tab:blue", "o", "GWK-PQ (gradient-weighted)"),
@@ -135,14 +136,14 @@ def plot_retraining(runs, baseline: float, path, title: str) -> None:
 
 
 def _save_figure(fig, path) -> None:
-    """The figure as a PNG at ``path``, written atomically (a temporary file, then a rename)."""
+    """The figure as a PNG at ``path``, written atomically (a temporary file of this process's own,
+    then a rename)."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def _setting(report) -> str:

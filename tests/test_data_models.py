@@ -112,3 +112,37 @@ def test_cifar_augment_equals_cropping_and_flipping_each_image():
         crop = padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
         assert torch.equal(got[i], crop.flip(-1) if flip[i] else crop)
     assert 0 < int(flip.sum()) < 37 and got.is_contiguous()
+
+
+def test_runs_building_one_cache_entry_together_both_succeed(tmp_path, monkeypatch):
+    """Two runs started at once both miss the cache and build it: each writes a temporary file of
+    its own, so neither renames the other's away (they once shared one name, and the second
+    rename failed with FileNotFoundError)."""
+    import threading
+
+    monkeypatch.setenv("GWKCUDA_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"x")
+    both_built = threading.Barrier(2)
+
+    def build():
+        both_built.wait(timeout=10)  # neither saves before the other has missed the cache too
+        return {"a": np.arange(5)}
+
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(data._cached("entry", source, build))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(results) == 2 and all(np.array_equal(r["a"], np.arange(5)) for r in results)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"entry-{data._file_key(source)}.npz"]
+    np.testing.assert_array_equal(data._cached("entry", source, lambda: {})["a"], np.arange(5))  # read back
