@@ -120,6 +120,16 @@ t = cuda_ms(lambda i: ops.gwk_lloyd_step(x, w, c), reps=5)  # 1 GB of points: ne
 moved = x.numel() * x.element_size() + w.numel() * 4 + x.shape[0] * x.shape[1] * 8  # points, weights read; int64 labels written
 print(f"gwk_lloyd_step, 64 x 1M points, d=8, k=256: {t:.1f} ms, {moved / t / 1e6:.0f} GB/s, "
       f"{moved / 4.3e12 * 1e3 / t:.1%} of the byte floor (4.3 TB/s; float64 sums in a fixed order, by sorting)")
+# Many small problems (the rows of a layer, or a model's layers): one block per problem, every sum
+# in shared memory; inputs rotated beyond the L2 cache.
+for B, N, d, k in [(256, 4096, 4, 16), (4096, 4096, 1, 16)]:
+    xs = rotation(torch.randn(B, N, d, device="cuda"))
+    ws = rotation(torch.rand(B, N, device="cuda"))
+    c = xs[0][:, :k].contiguous()
+    t = cuda_ms(lambda i: ops.gwk_lloyd_step(xs[i % len(xs)], ws[i % len(ws)], c, check_weights=False))
+    moved = B * N * (d * 4 + 4 + 8)  # float32 points and weights read, int64 labels written
+    print(f"gwk_lloyd_step, {B} x {N} points, d={d}, k={k}: {t:.3f} ms, {moved / t / 1e6:.0f} GB/s, "
+          f"{moved / 4.3e12 * 1e3 / t:.1%} of the byte floor (4.3 TB/s; one block per problem)")
 PY
 
 echo "== streaming: device memory per layer (MiniLM shapes)"

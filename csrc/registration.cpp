@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cluster_sums.h"
+#include "kmeans_block_emulation.h"
 #include "cpu/cpu_level.h"
 #include "generated/build_config.h"
 
@@ -124,6 +125,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "The CUDA k-means ops' deterministic float64 cluster sums (any device; for tests): "
         "(x [B, N, d], weight [B, N] or None, labels [B, N], k) -> (sums [B, k, d], weight sums [B, k]).",
         pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("labels"), pybind11::arg("k"));
+  m.def("lloyd_block_emulated", &gwk::lloyd_block_emulated,
+        "The CUDA one-block-per-problem Lloyd step (csrc/core/kmeans_block.h) run on the CPU, phase by "
+        "phase, for tests: (x [B, N, d], weight [B, N] or None, centroids [B, k, d], threads, int32_labels) "
+        "-> (new_centroids, labels, cluster_weight, inertia, shared-memory bytes per block).",
+        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("centroids"), pybind11::arg("threads") = 256,
+        pybind11::arg("int32_labels") = false);
   m.def("cpu_level", [] { return std::string(gwk::cpu::level_name(gwk::cpu::level())); },
         "The x86-64 feature level the CPU loops run at: x86-64-v4, x86-64-v3 or baseline (the highest "
         "the CPU supports, capped by GWKCUDA_CPU_LEVEL).");

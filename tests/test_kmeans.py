@@ -146,6 +146,89 @@ def test_cuda_kmeans_sums_are_deterministic_and_keep_subnormal_weights():
     assert bool((runs[0][2][1] > 0).all())
 
 
+# --- the CUDA one-block-per-problem step, its phases run on the CPU -------------------------------
+
+BLOCK_SHAPES = [  # B, N, d, k, threads
+    (3, N_ODD, 4, 16, 256),  # d at compile time; 16 runs of 64 points per cluster
+    (2, N_ODD, 1, 256, 256),  # one run per cluster
+    (2, 777, 9, 32, 256),  # d read at run time (the ResNet kernels' 3 x 3 sub-vectors)
+    (2, 300, 2, 300, 64),  # more clusters than threads: each thread takes several
+    (1, 5, 8, 2, 256),  # fewer points than runs: most runs empty
+    (4, N_ODD, 3, 7, 33),  # an odd block: uneven runs, a partial last one
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B, N, d, k, threads", BLOCK_SHAPES)
+def test_block_per_problem_step_equals_the_cpu_step(dtype, B, N, d, k, threads):
+    """The phases the CUDA kernel runs for small problems (csrc/core/kmeans_block.h), each run for
+    every thread index in turn, against the CPU op: the same labels, and centroids, cluster weights
+    and inertia within float rounding (both sum in float64, in other orders)."""
+    from gwkcuda import _C
+
+    x, w, c = problem(B, N, d, k, dtype, seed=B + d)
+    w[0, : N // 3] = 0  # weightless points count for nothing
+    rtol = 1e-6 if dtype == torch.float32 else 1e-12
+    for weight, int32_labels in ((w, True), (None, False)):
+        expected = ops.gwk_lloyd_step(x, weight, c)
+        new, labels, cluster_weight, inertia, _ = _C.lloyd_block_emulated(x, weight, c, threads, int32_labels)
+        assert labels.dtype == (torch.int32 if int32_labels else torch.int64)
+        assert torch.equal(labels.long(), expected[1])
+        for got, want in zip((new, cluster_weight, inertia), (expected[0], expected[2], expected[3])):
+            assert got.dtype == dtype
+            torch.testing.assert_close(got, want, rtol=rtol, atol=0)
+
+
+def test_block_per_problem_step_keeps_empty_clusters_and_follows_the_nan_rule():
+    from gwkcuda import _C
+
+    x, w, c = problem(2, 200, 3, 5)
+    c[0, 1] = 1e6  # no point near: cluster 1 of problem 0 stays empty and keeps its centroid
+    x[1, 7] = float("nan")  # every distance NaN: label 0, distance +inf (kmeans.h's rule)
+    new, labels, cluster_weight, inertia, _ = _C.lloyd_block_emulated(x, w, c, 64, False)
+    expected = ops.gwk_lloyd_step(x, w, c)
+    assert torch.equal(labels, expected[1]) and labels[1, 7] == 0
+    assert torch.equal(new[0, 1], c[0, 1]) and cluster_weight[0, 1] == 0
+    assert torch.isinf(inertia[1]) and torch.isinf(expected[3][1])
+    torch.testing.assert_close(new[0], expected[0][0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(inertia[0], expected[3][0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("N, d, k, acc_bytes, threads", [(4096, 9, 32, 4, 256), (4096, 4, 16, 4, 256),
+                                                        (1000, 8, 300, 8, 256), (5, 1, 2, 8, 256)])
+def test_block_shared_memory_is_as_counted(N, d, k, acc_bytes, threads):
+    """The bytes a block asks for: runs x k x (d + 1) float64 partial sums, a float64 per thread,
+    the centroids in the accumulation dtype, an int32 label per point (each rounded up to 8). The
+    largest ResNet-20 layer's problem (4096 sub-vectors of 9, k = 32) fits the 48 KiB default."""
+    from gwkcuda import _C
+
+    dtype = torch.float32 if acc_bytes == 4 else torch.float64
+    x, _, c = problem(1, N, d, k, dtype)
+    runs = max(1, threads // k)
+    up8 = lambda n: (n + 7) // 8 * 8  # noqa: E731
+    counted = runs * k * (d + 1) * 8 + threads * 8 + up8(k * d * acc_bytes) + up8(4 * N)
+    assert _C.lloyd_block_emulated(x, None, c, threads, False)[4] == counted
+    if (N, d, k) == (4096, 9, 32):
+        assert counted == 40_064 <= 48 * 1024
+
+
+@needs_cuda
+@pytest.mark.parametrize("B, N, d, k, threads", [s for s in BLOCK_SHAPES if s[4] == 256])
+def test_cuda_block_per_problem_step_equals_its_cpu_emulation(B, N, d, k, threads):
+    """Where a GPU is: the kernel and its phases run on the CPU give the same labels, and results
+    within float rounding (the GPU may fuse a multiply and an add); run to run, bit for bit."""
+    from gwkcuda import _C
+
+    x, w, c = problem(B, N, d, k)
+    runs = [ops.gwk_lloyd_step(x.cuda(), w.cuda(), c.cuda()) for _ in range(2)]
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+    new, labels, cluster_weight, inertia, _ = _C.lloyd_block_emulated(x, w, c, threads, False)
+    assert torch.equal(runs[0][1].cpu(), labels)
+    for got, want in zip((runs[0][0], runs[0][2], runs[0][3]), (new, cluster_weight, inertia)):
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=0)
+
+
 # --- weighted_kmeans against scikit-learn ----------------------------------------------------------
 
 @pytest.mark.parametrize("B", [1, 7])

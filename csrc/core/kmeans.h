@@ -13,6 +13,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "macros.h"
 
 namespace gwk {
@@ -87,6 +89,20 @@ GWK_HOST_DEVICE void update_centroid(const sum_t* sums, sum_t wsum, const c_t* o
                                      c_t* new_centroid) {
   for (int i = 0; i < d; ++i) {
     new_centroid[i] = wsum > sum_t(0) ? static_cast<c_t>(sums[i] / wsum) : old_centroid[i];
+  }
+}
+
+// Calls f(std::integral_constant<int, D>()) with D = d for the common point lengths (1, 2, 4, 8)
+// and D = 0 (d read at run time) otherwise: the kernels that hold a point in registers take D as
+// a template parameter, and their host-side launches and emulations dispatch through this.
+template <typename F>
+decltype(auto) with_point_length(int d, F&& f) {
+  switch (d) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 4: return f(std::integral_constant<int, 4>());
+    case 8: return f(std::integral_constant<int, 8>());
+    default: return f(std::integral_constant<int, 0>());
   }
 }
 

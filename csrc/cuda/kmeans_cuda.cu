@@ -1,11 +1,14 @@
-// CUDA implementation of kmeans_assign, cluster_reduce and gwk_lloyd_step: one thread per point
-// (grid-stride over all B * N points) for the assignment, the math of csrc/core/kmeans.h; the
-// cluster sums in float64 and in one fixed order (csrc/cluster_sums.h: sorted by label, then a
-// segmented sum), so results are deterministic, keep subnormal weights, and match the CPU's
-// float64 accumulation to rounding; then one thread per centroid for the update, from the float64
-// sums. cluster_reduce validates its labels and weights up front (one host sync each);
-// gwk_lloyd_step validates its weights unless told they were checked (check_weights=False), and is
-// then free of host syncs (its labels are its own). The caller's current stream throughout.
+// CUDA implementation of kmeans_assign, cluster_reduce and gwk_lloyd_step, on the math of
+// csrc/core/kmeans.h. Every cluster sum is in float64 and in one fixed order, so results are
+// deterministic, keep subnormal weights, and match the CPU's float64 accumulation to rounding.
+// - A Lloyd step of problems that fit a block's shared memory: one block per problem, the phases
+//   of csrc/core/kmeans_block.h (assign, sum by runs of points, add the runs in order, update).
+// - Otherwise, and for cluster_reduce: one thread per point (grid-stride over all B * N points)
+//   for the assignment; the sums sorted by label, then a segmented sum (csrc/cluster_sums.h); then
+//   one thread per centroid for the update.
+// cluster_reduce validates its labels and weights up front (one host sync each); gwk_lloyd_step
+// validates its weights unless told they were checked (check_weights=False), and is then free of
+// host syncs (its labels are its own). The caller's current stream throughout.
 //
 // Only ATen/c10 headers here, never torch/extension.h: it doubles the compile time of a .cu file.
 #include <ATen/Dispatch.h>
@@ -25,7 +28,9 @@
 
 #include "../cluster_sums.h"
 #include "../core/kmeans.h"
+#include "../core/kmeans_block.h"
 #include "../kmeans_checks.h"
+#include "multiprocessors.h"
 
 namespace gwk {
 namespace {
@@ -71,17 +76,51 @@ __global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restri
 template <typename acc_t, typename label_t>
 void launch_assign(const acc_t* x, const acc_t* centroids, int64_t N, int64_t total, int d, int64_t k,
                    label_t* labels, acc_t* sqdist, cudaStream_t stream) {
-  const auto launch = [&](auto d_constant) {
+  kmeans::with_point_length(d, [&](auto d_constant) {
     assign_kernel<acc_t, label_t, decltype(d_constant)::value><<<blocks_for(total), kThreads, 0, stream>>>(
         x, centroids, N, total, d, k, labels, sqdist);
-  };
-  switch (d) {
-    case 1: return launch(std::integral_constant<int, 1>());
-    case 2: return launch(std::integral_constant<int, 2>());
-    case 4: return launch(std::integral_constant<int, 4>());
-    case 8: return launch(std::integral_constant<int, 8>());
-    default: return launch(std::integral_constant<int, 0>());
-  }
+  });
+}
+
+// One Lloyd step of problem blockIdx.x by the block, every sum in shared memory: the phases of
+// csrc/core/kmeans_block.h with a barrier between each two.
+template <typename acc_t, typename label_t, int D>
+__global__ void lloyd_block_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ weight,
+                                   const acc_t* __restrict__ centroids, const kmeans::block::Layout L,
+                                   label_t* __restrict__ labels, acc_t* __restrict__ new_centroids,
+                                   acc_t* __restrict__ cluster_weight, acc_t* __restrict__ inertia) {
+  extern __shared__ double shared[];  // double: every offset of the layout is 8-byte aligned
+  unsigned char* bytes = reinterpret_cast<unsigned char*>(shared);
+  double* partials = reinterpret_cast<double*>(bytes + L.partials);
+  double* inertia_parts = reinterpret_cast<double*>(bytes + L.inertia);
+  acc_t* shared_centroids = reinterpret_cast<acc_t*>(bytes + L.centroids);
+  int32_t* shared_labels = reinterpret_cast<int32_t*>(bytes + L.labels);
+  const int64_t b = blockIdx.x;
+  const int t = threadIdx.x;
+  const acc_t* xb = x + b * L.N * L.d;
+  const acc_t* wb = weight ? weight + b * L.N : nullptr;
+  namespace block = kmeans::block;
+  block::load_centroids(t, L, centroids + b * L.k * L.d, shared_centroids);
+  __syncthreads();
+  block::assign<acc_t, label_t, D>(t, L, xb, wb, shared_centroids, shared_labels, labels + b * L.N,
+                                   inertia_parts);
+  __syncthreads();
+  block::partial_sums<acc_t, D>(t, L, xb, wb, shared_labels, partials);
+  __syncthreads();
+  block::finish(t, L, partials, inertia_parts, shared_centroids, new_centroids + b * L.k * L.d,
+                cluster_weight + b * L.k, inertia + b);
+}
+
+constexpr int kBlockThreads = 256;
+constexpr size_t kBlockSharedBytes = 48 * 1024;  // the default cap of dynamic shared memory
+
+// One block per problem serves a step when the problem fits the block's shared memory (N up to
+// about 10,000 points) and either the problems are enough to fill the device or each is small: at
+// most 2^22 distance terms is about 30 us on one SM, about what the sort path's dozen launches
+// cost (counted, not measured). Otherwise the sort path spreads the points over every SM.
+bool block_per_problem_serves(const kmeans::block::Layout& L, int64_t B) {
+  return L.bytes <= kBlockSharedBytes &&
+         (B >= multiprocessor_count() || L.N * L.k * L.d <= (int64_t(1) << 22));
 }
 
 template <typename acc_t>
@@ -135,8 +174,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
     new_centroids.copy_(in.centroids);
     return {new_centroids, at::zeros({in.B, in.k}, in.x.options()), at::zeros({in.B}, in.x.options())};
   }
-  auto sqdist = at::empty({in.B, in.N}, in.x.options());
   auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto L = kmeans::block::layout(in.N, static_cast<int>(in.d), in.k, kBlockThreads,
+                                       at::elementSize(in.acc));
+  if (block_per_problem_serves(L, in.B)) {
+    auto cluster_weight = at::empty({in.B, in.k}, in.x.options());
+    auto inertia = at::empty({in.B}, in.x.options());
+    AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_block_cuda", [&] {
+      const scalar_t* w = in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr;
+      const auto launch = [&](auto* lab) {
+        kmeans::with_point_length(static_cast<int>(in.d), [&](auto d_constant) {
+          lloyd_block_kernel<scalar_t, std::remove_pointer_t<decltype(lab)>, decltype(d_constant)::value>
+              <<<static_cast<unsigned>(in.B), kBlockThreads, L.bytes, stream>>>(
+                  in.x.const_data_ptr<scalar_t>(), w, in.centroids.const_data_ptr<scalar_t>(), L, lab,
+                  new_centroids.mutable_data_ptr<scalar_t>(), cluster_weight.mutable_data_ptr<scalar_t>(),
+                  inertia.mutable_data_ptr<scalar_t>());
+        });
+      };
+      if (labels.scalar_type() == at::kInt) {
+        launch(labels.mutable_data_ptr<int32_t>());
+      } else {
+        launch(labels.mutable_data_ptr<int64_t>());
+      }
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return {new_centroids, cluster_weight, inertia};
+  }
+  auto sqdist = at::empty({in.B, in.N}, in.x.options());
   AT_DISPATCH_FLOATING_TYPES(in.acc, "gwk_lloyd_assign_cuda", [&] {
     const auto launch = [&](auto* lab) {
       launch_assign(in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
