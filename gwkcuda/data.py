@@ -11,8 +11,10 @@ import gzip
 import hashlib
 import io as _io
 import os
+import re
 import tarfile
 import wave
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,19 +59,40 @@ def _file_key(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
+_CACHE_SOURCE = "__source__"  # the array in each cache entry naming the file it was built from
+
+
 def _cached(name: str, source: Path, build):
-    """Arrays built from `source` once, then read from an .npz cache (no pickle)."""
+    """Arrays built from `source` once, then read from an .npz cache (no pickle). Writing an entry
+    removes the entries of the same name that are stale for sure: built from this very file before
+    it changed, or from a file that is gone (so that re-extracting the data does not grow the
+    cache by a copy each time)."""
     cache = cache_dir() / f"{name}-{_file_key(source)}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files if k != _CACHE_SOURCE}
     arrays = build()
     # A temporary file of this process's own (atomic_write), so that runs started together, each
     # building the cache, do not rename one another's file away.
     buf = _io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays, **{_CACHE_SOURCE: np.array(str(source.resolve()))})
     atomic_write(cache, buf.getvalue())
+    _remove_stale_entries(name, source, keep=cache)
     return arrays
+
+
+def _remove_stale_entries(name: str, source: Path, keep: Path) -> None:
+    entry = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{16}}\.npz$")
+    for path in cache_dir().iterdir():
+        if path == keep or not entry.match(path.name):
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                built_from = str(f[_CACHE_SOURCE]) if _CACHE_SOURCE in f.files else None
+            if built_from is not None and (built_from == str(source.resolve()) or not Path(built_from).exists()):
+                path.unlink()
+        except (OSError, ValueError, zipfile.BadZipFile):  # unreadable, or removed meanwhile: not ours to judge
+            pass
 
 
 def cifar10(split: str = "test", root=None):

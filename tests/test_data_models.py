@@ -146,3 +146,30 @@ def test_runs_building_one_cache_entry_together_both_succeed(tmp_path, monkeypat
     assert len(results) == 2 and all(np.array_equal(r["a"], np.arange(5)) for r in results)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"entry-{data._file_key(source)}.npz"]
     np.testing.assert_array_equal(data._cached("entry", source, lambda: {})["a"], np.arange(5))  # read back
+
+
+def test_a_new_cache_entry_removes_the_stale_ones_only(tmp_path, monkeypatch):
+    """Re-extracting the data (same file, new size or time) or moving it away leaves an entry no run
+    can read again: writing the new entry removes those, and keeps the entries of other files that
+    are still there and those of an older format, which do not say what they were built from."""
+    monkeypatch.setenv("GWKCUDA_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache"
+    source, other, gone = (tmp_path / n for n in ("source.bin", "other.bin", "gone.bin"))
+    for path in (source, other, gone):
+        path.write_bytes(b"x")
+    build = lambda: {"a": np.arange(3)}  # noqa: E731
+    old_key, other_key, gone_key = (data._file_key(p) for p in (source, other, gone))
+    data._cached("entry", source, build)
+    data._cached("entry", other, build)
+    data._cached("entry", gone, build)
+    gone.unlink()
+    np.savez(cache / f"entry-{'0' * 16}.npz", a=np.arange(3))  # an older entry: no source named
+    np.savez(cache / "unrelated.npz", a=np.arange(3))
+
+    source.write_bytes(b"xy")  # re-extracted: another key
+    new_key = data._file_key(source)
+    assert new_key != old_key
+    np.testing.assert_array_equal(data._cached("entry", source, build)["a"], np.arange(3))
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [f"entry-{new_key}.npz", f"entry-{other_key}.npz", f"entry-{'0' * 16}.npz", "unrelated.npz"])
+    assert set(data._cached("entry", source, lambda: {})) == {"a"}  # the source's name is not returned
