@@ -43,7 +43,8 @@ def parse_arm(text):
 
 
 def rerun_command(argv, arm=None, script="bench/exp_gwk.py"):
-    """The command that reruns this run: its arguments with the work folder left to the reader
+    """The command that reruns this run: its arguments with the work folder (and an absolute
+    results folder) left to the reader, so that no path of the machine it ran on is recorded,
     and, given an arm, --arms cut to that arm."""
     out, args = [], iter(argv)
     for a in args:
@@ -52,6 +53,11 @@ def rerun_command(argv, arm=None, script="bench/exp_gwk.py"):
             out += ["--workdir", "<dir>"]
         elif a.startswith("--workdir="):
             out.append("--workdir=<dir>")
+        elif a == "--out":
+            value = next(args, "")
+            out += ["--out", "<out>" if os.path.isabs(value) else value]
+        elif a.startswith("--out="):
+            out.append("--out=<out>" if os.path.isabs(a[len("--out="):]) else a)
         elif a == "--arms" and arm is not None:
             for value in args:
                 if value.startswith("--"):
@@ -184,6 +190,7 @@ def main():
                                    budget_bits=args.budget_bits)
         reloaded = model_file.load_model(out_file).eval()
         report.update({
+            "file": f"<dir>/{name}.gwk",  # in the work folder, which the command leaves to the reader
             "accuracy_full_test": train.accuracy(reloaded, task.x_test, task.y_test, device=device),
             "baseline_full_test": float_full, "qat_full_test": qat_full,
             "shared": {"float_epochs": args.float_epochs, "float_lr": args.float_lr,

@@ -27,3 +27,19 @@ def test_the_projection_extends_the_log_fit_to_the_target():
 def test_the_projection_needs_a_rising_curve_of_three_points(accuracies, says):
     line = table_gwk.projection(run(accuracies), 0.75)
     assert line is None if says is None else says in line
+
+
+def test_the_rerun_command_records_no_path_of_the_machine(monkeypatch):
+    """exp_gwk.py's recorded command leaves the work folder and an absolute results folder to the
+    reader (relative ones stay: they name a folder of the project), and cuts --arms to the run's."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling modules
+    spec = importlib.util.spec_from_file_location("exp_gwk", SCRIPT.with_name("exp_gwk.py"))
+    exp_gwk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp_gwk)
+    argv = ["--workdir", "/data/run", "--out", "/data/run/results", "--epochs", "4", "--arms", "gwk:9:32:0",
+            "kmeans:9:32:0", "--distill", "0.5"]
+    assert exp_gwk.rerun_command(argv, "kmeans:9:32:0") == (
+        "python bench/exp_gwk.py --workdir '<dir>' --out '<out>' --epochs 4 --distill 0.5 --arms kmeans:9:32:0")
+    assert exp_gwk.rerun_command(["--workdir=/x", "--out=bench/results/gwk"]) == (
+        "python bench/exp_gwk.py '--workdir=<dir>' --out=bench/results/gwk")
+    assert exp_gwk.rerun_command(["--out=/abs"]) == "python bench/exp_gwk.py '--out=<out>'"
