@@ -195,18 +195,19 @@ def test_block_per_problem_step_keeps_empty_clusters_and_follows_the_nan_rule():
 
 
 @pytest.mark.parametrize("N, d, k, acc_bytes, threads", [(4096, 9, 32, 4, 256), (4096, 4, 16, 4, 256),
-                                                        (1000, 8, 300, 8, 256), (5, 1, 2, 8, 256)])
+                                                        (1000, 8, 300, 8, 256), (5, 1, 2, 8, 256), (7, 3, 5, 4, 33)])
 def test_block_shared_memory_is_as_counted(N, d, k, acc_bytes, threads):
     """The bytes a block asks for: runs x k x (d + 1) float64 partial sums, a float64 per thread,
-    the centroids in the accumulation dtype, an int32 label per point (each rounded up to 8). The
+    the centroids in the accumulation dtype, an int32 label per point (each rounded up to 16, so
+    that the centroids can be read 16 bytes at a time). The
     largest ResNet-20 layer's problem (4096 sub-vectors of 9, k = 32) fits the 48 KiB default."""
     from gwkcuda import _C
 
     dtype = torch.float32 if acc_bytes == 4 else torch.float64
     x, _, c = problem(1, N, d, k, dtype)
     runs = max(1, threads // k)
-    up8 = lambda n: (n + 7) // 8 * 8  # noqa: E731
-    counted = runs * k * (d + 1) * 8 + threads * 8 + up8(k * d * acc_bytes) + up8(4 * N)
+    up16 = lambda n: (n + 15) // 16 * 16  # noqa: E731
+    counted = up16(runs * k * (d + 1) * 8) + up16(threads * 8) + up16(k * d * acc_bytes) + up16(4 * N)
     assert _C.lloyd_block_emulated(x, None, c, threads, False)[4] == counted
     if (N, d, k) == (4096, 9, 32):
         assert counted == 40_064 <= 48 * 1024

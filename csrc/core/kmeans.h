@@ -47,16 +47,17 @@ GWK_HOST_DEVICE auto closer(acc_t dist, acc_t best) {
   return dist < best;
 }
 
-// Nearest centroid of one point by a scan over all k; returns its index, writes its distance. The
-// scan starts from +infinity, as the CPU's vectorised tiles do, so the two agree on every input: a
-// point whose distances are all NaN gets label 0 and distance +infinity on every backend.
-template <typename acc_t, typename x_t, typename c_t>
-GWK_HOST_DEVICE int64_t nearest_centroid(const x_t* x, const c_t* centroids, int64_t k, int d,
-                                         acc_t* best_dist) {
+// The scan for the nearest of k centroids, distance_to(j) giving the squared distance to centroid
+// j; returns its index, writes its distance. The scan starts from +infinity, as the CPU's
+// vectorised tiles do, so the two agree on every input: a point whose distances are all NaN gets
+// label 0 and distance +infinity on every backend. (A kernel that loads centroids its own way,
+// 16 bytes at a time, passes its own distance_to.)
+template <typename acc_t, typename DistanceTo>
+GWK_HOST_DEVICE int64_t scan_nearest(int64_t k, DistanceTo&& distance_to, acc_t* best_dist) {
   int64_t best = 0;
   acc_t best_d = static_cast<acc_t>(INFINITY);
   for (int64_t j = 0; j < k; ++j) {
-    const acc_t dist = squared_distance<acc_t>(x, centroids + j * d, d);
+    const acc_t dist = distance_to(j);
     if (closer(dist, best_d)) {
       best_d = dist;
       best = j;
@@ -64,6 +65,14 @@ GWK_HOST_DEVICE int64_t nearest_centroid(const x_t* x, const c_t* centroids, int
   }
   *best_dist = best_d;
   return best;
+}
+
+// Nearest centroid of one point among centroids [k, d].
+template <typename acc_t, typename x_t, typename c_t>
+GWK_HOST_DEVICE int64_t nearest_centroid(const x_t* x, const c_t* centroids, int64_t k, int d,
+                                         acc_t* best_dist) {
+  return scan_nearest<acc_t>(
+      k, [&](int64_t j) { return squared_distance<acc_t>(x, centroids + j * d, d); }, best_dist);
 }
 
 // A weight is valid when finite and non-negative: NaN fails `w >= 0`, and w - w is NaN (not 0)

@@ -25,7 +25,8 @@ namespace gwk {
 namespace kmeans {
 namespace block {
 
-// Where each array sits in the block's shared memory (byte offsets; every one 8-byte aligned).
+// Where each array sits in the block's shared memory (byte offsets; every one 16-byte aligned, so
+// that the centroids can be read 16 bytes at a time).
 struct Layout {
   int64_t N = 0, k = 0;
   int d = 0, threads = 0;
@@ -37,7 +38,7 @@ struct Layout {
   size_t bytes = 0;         // in all
 };
 
-GWK_HOST_DEVICE size_t round_up_to_8(size_t bytes) { return (bytes + 7) / 8 * 8; }
+GWK_HOST_DEVICE size_t round_up_to_16(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
 GWK_HOST_DEVICE Layout layout(int64_t N, int d, int64_t k, int threads, size_t acc_bytes) {
   Layout L;
@@ -47,10 +48,10 @@ GWK_HOST_DEVICE Layout layout(int64_t N, int d, int64_t k, int threads, size_t a
   L.threads = threads;
   L.chunks = k < threads ? threads / k : 1;
   L.partials = 0;
-  L.inertia = L.partials + static_cast<size_t>(L.chunks * k * (d + 1)) * sizeof(double);
-  L.centroids = L.inertia + static_cast<size_t>(threads) * sizeof(double);
-  L.labels = L.centroids + round_up_to_8(static_cast<size_t>(k * d) * acc_bytes);
-  L.bytes = L.labels + round_up_to_8(static_cast<size_t>(N) * sizeof(int32_t));
+  L.inertia = L.partials + round_up_to_16(static_cast<size_t>(L.chunks * k * (d + 1)) * sizeof(double));
+  L.centroids = L.inertia + round_up_to_16(static_cast<size_t>(threads) * sizeof(double));
+  L.labels = L.centroids + round_up_to_16(static_cast<size_t>(k * d) * acc_bytes);
+  L.bytes = L.labels + round_up_to_16(static_cast<size_t>(N) * sizeof(int32_t));
   return L;
 }
 
@@ -60,13 +61,23 @@ GWK_HOST_DEVICE void load_centroids(int t, const Layout& L, const acc_t* centroi
   for (int64_t i = t; i < L.k * L.d; i += L.threads) shared_centroids[i] = centroids[i];
 }
 
+// The nearest of centroids [k, D] to a point held in registers, coordinate by coordinate (a
+// kernel may pass its own, loading 16 bytes at a time: the same scan, the same distances).
+template <typename acc_t, int D>
+struct NearestByCoordinates {
+  GWK_HOST_DEVICE int64_t operator()(const acc_t* point, const acc_t* centroids, int64_t k, acc_t* best) const {
+    return nearest_centroid<acc_t>(point, centroids, k, D, best);
+  }
+};
+
 // Phase 2: each point's nearest centroid (point p by thread p % threads), into `labels` and the
 // shared copy; each thread's sum of weight * squared distance into inertia[t]. D > 0 is d at
-// compile time (the point held in registers), D = 0 reads d from L.
-template <typename acc_t, typename label_t, int D>
+// compile time (the point held in registers, its nearest centroid found by `nearest`), D = 0
+// reads d from L.
+template <typename acc_t, typename label_t, int D, typename Nearest = NearestByCoordinates<acc_t, D>>
 GWK_HOST_DEVICE void assign(int t, const Layout& L, const acc_t* x, const acc_t* weight,
                             const acc_t* shared_centroids, int32_t* shared_labels, label_t* labels,
-                            double* inertia) {
+                            double* inertia, Nearest nearest = {}) {
   double part = 0;
   for (int64_t p = t; p < L.N; p += L.threads) {
     acc_t best;
@@ -74,7 +85,7 @@ GWK_HOST_DEVICE void assign(int t, const Layout& L, const acc_t* x, const acc_t*
     if constexpr (D > 0) {
       acc_t point[D];
       for (int i = 0; i < D; ++i) point[i] = x[p * D + i];
-      label = nearest_centroid<acc_t>(point, shared_centroids, L.k, D, &best);
+      label = nearest(point, shared_centroids, L.k, &best);
     } else {
       label = nearest_centroid<acc_t>(x + p * L.d, shared_centroids, L.k, L.d, &best);
     }

@@ -23,6 +23,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 
@@ -46,11 +48,68 @@ int blocks_for(int64_t items) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < (total); \
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
+// Whether a kernel may read points and centroids of D coordinates as 16-byte vectors: the rows
+// are a multiple of 16 bytes and the tensors start 16-byte aligned (checked at launch). A
+// centroid then takes D / 4 (float) or D / 2 (double) loads instead of D: the loads, one per
+// coordinate against two arithmetic instructions, otherwise bound the distance loop.
+template <typename acc_t, int D>
+constexpr bool rows_of_16_bytes = D > 0 && (D * sizeof(acc_t)) % 16 == 0;
+
+inline bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// row[0:D] = src[0:D], 16 bytes per load (src 16-byte aligned; through the read-only cache when
+// READ_ONLY, for global memory that the kernel does not write).
+template <typename acc_t, int D, bool READ_ONLY>
+__device__ __forceinline__ void load_row_16(const acc_t* src, acc_t* row) {
+  using vec_t = std::conditional_t<std::is_same_v<acc_t, double>, double2, float4>;
+  constexpr int per_vec = 16 / sizeof(acc_t);
+  const vec_t* v = reinterpret_cast<const vec_t*>(src);
+#pragma unroll
+  for (int q = 0; q < D / per_vec; ++q) {
+    vec_t value;
+    if constexpr (READ_ONLY) {
+      value = __ldg(v + q);
+    } else {
+      value = v[q];
+    }
+    memcpy(row + q * per_vec, &value, sizeof(vec_t));
+  }
+}
+
+// The nearest of centroids [k, D] to point[D] by kmeans::scan_nearest, each centroid loaded 16
+// bytes at a time (when VEC; else coordinate by coordinate, as kmeans::nearest_centroid).
+template <typename acc_t, int D, bool VEC, bool READ_ONLY>
+__device__ __forceinline__ int64_t nearest_of_row(const acc_t* point, const acc_t* centroids, int64_t k,
+                                                  acc_t* best) {
+  if constexpr (VEC) {
+    return kmeans::scan_nearest<acc_t>(
+        k,
+        [&](int64_t j) {
+          acc_t c[D];
+          load_row_16<acc_t, D, READ_ONLY>(centroids + j * D, c);
+          return kmeans::squared_distance<acc_t>(point, c, D);
+        },
+        best);
+  } else {
+    return kmeans::nearest_centroid<acc_t>(point, centroids, k, D, best);
+  }
+}
+
+// nearest_of_row as the functor the block kernel's assign phase takes (centroids in shared memory).
+template <typename acc_t, int D>
+struct NearestByRows {
+  __device__ __forceinline__ int64_t operator()(const acc_t* point, const acc_t* centroids, int64_t k,
+                                                acc_t* best) const {
+    return nearest_of_row<acc_t, D, rows_of_16_bytes<acc_t, D>, false>(point, centroids, k, best);
+  }
+};
+
 // label_t: int64_t, or int32_t for gwk_lloyd_step's half-size labels buffer. D > 0 is d at
 // compile time: the point is read once into registers and the distance loop unrolls (D = 0: d
 // read at run time, the point read through the cache). Every thread of a warp reads the same
-// centroid at the same time, so the centroid loads are broadcasts.
-template <typename acc_t, typename label_t, int D>
+// centroid at the same time, so the centroid loads are broadcasts. VEC: rows_of_16_bytes, and
+// both tensors 16-byte aligned.
+template <typename acc_t, typename label_t, int D, bool VEC>
 __global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restrict__ centroids,
                               int64_t N, int64_t total, int d_runtime, int64_t k,
                               label_t* __restrict__ labels, acc_t* __restrict__ sqdist) {
@@ -60,9 +119,13 @@ __global__ void assign_kernel(const acc_t* __restrict__ x, const acc_t* __restri
     int64_t label;
     if constexpr (D > 0) {
       acc_t point[D];
+      if constexpr (VEC) {
+        load_row_16<acc_t, D, true>(x + p * D, point);
+      } else {
 #pragma unroll
-      for (int i = 0; i < D; ++i) point[i] = x[p * D + i];
-      label = kmeans::nearest_centroid<acc_t>(point, centroids + b * k * D, k, D, &best);
+        for (int i = 0; i < D; ++i) point[i] = x[p * D + i];
+      }
+      label = nearest_of_row<acc_t, D, VEC, true>(point, centroids + b * k * D, k, &best);
     } else {
       label = kmeans::nearest_centroid<acc_t>(x + p * d_runtime, centroids + b * k * d_runtime, k,
                                               d_runtime, &best);
@@ -77,8 +140,15 @@ template <typename acc_t, typename label_t>
 void launch_assign(const acc_t* x, const acc_t* centroids, int64_t N, int64_t total, int d, int64_t k,
                    label_t* labels, acc_t* sqdist, cudaStream_t stream) {
   kmeans::with_point_length(d, [&](auto d_constant) {
-    assign_kernel<acc_t, label_t, decltype(d_constant)::value><<<blocks_for(total), kThreads, 0, stream>>>(
-        x, centroids, N, total, d, k, labels, sqdist);
+    constexpr int D = decltype(d_constant)::value;
+    const auto launch = [&](auto vec) {
+      assign_kernel<acc_t, label_t, D, decltype(vec)::value><<<blocks_for(total), kThreads, 0, stream>>>(
+          x, centroids, N, total, d, k, labels, sqdist);
+    };
+    if constexpr (rows_of_16_bytes<acc_t, D>) {
+      if (aligned_16(x) && aligned_16(centroids)) return launch(std::true_type());
+    }
+    launch(std::false_type());
   });
 }
 
@@ -89,7 +159,7 @@ __global__ void lloyd_block_kernel(const acc_t* __restrict__ x, const acc_t* __r
                                    const acc_t* __restrict__ centroids, const kmeans::block::Layout L,
                                    label_t* __restrict__ labels, acc_t* __restrict__ new_centroids,
                                    acc_t* __restrict__ cluster_weight, acc_t* __restrict__ inertia) {
-  extern __shared__ double shared[];  // double: every offset of the layout is 8-byte aligned
+  extern __shared__ __align__(16) double shared[];  // every offset of the layout is 16-byte aligned
   unsigned char* bytes = reinterpret_cast<unsigned char*>(shared);
   double* partials = reinterpret_cast<double*>(bytes + L.partials);
   double* inertia_parts = reinterpret_cast<double*>(bytes + L.inertia);
@@ -103,7 +173,7 @@ __global__ void lloyd_block_kernel(const acc_t* __restrict__ x, const acc_t* __r
   block::load_centroids(t, L, centroids + b * L.k * L.d, shared_centroids);
   __syncthreads();
   block::assign<acc_t, label_t, D>(t, L, xb, wb, shared_centroids, shared_labels, labels + b * L.N,
-                                   inertia_parts);
+                                   inertia_parts, NearestByRows<acc_t, D>());
   __syncthreads();
   block::partial_sums<acc_t, D>(t, L, xb, wb, shared_labels, partials);
   __syncthreads();
