@@ -133,6 +133,22 @@ def test_sorted_cluster_sums_equal_the_cpu_kernels():
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype, d", [(torch.float32, 8), (torch.float32, 4), (torch.float64, 2)])
+def test_cuda_assignment_reads_unaligned_rows_too(dtype, d):
+    """Rows of 16 bytes are read 16 bytes per load only where the tensors are 16-byte aligned: the
+    same points and centroids one element into a buffer (4 or 8 bytes off) give the same labels."""
+    x, _, c = problem(3, N_ODD, d, 16, dtype)
+    shifted_x = torch.empty(x.numel() + 1, dtype=dtype, device="cuda")[1:].view_as(x)
+    shifted_c = torch.empty(c.numel() + 1, dtype=dtype, device="cuda")[1:].view_as(c)
+    shifted_x.copy_(x)
+    shifted_c.copy_(c)
+    aligned = ops.kmeans_assign(x.cuda(), c.cuda())
+    unaligned = ops.kmeans_assign(shifted_x, shifted_c)
+    assert torch.equal(aligned[0], unaligned[0]) and torch.equal(aligned[1], unaligned[1])
+    assert torch.equal(aligned[0].cpu(), ops.kmeans_assign(x, c)[0])
+
+
+@needs_cuda
 def test_cuda_kmeans_sums_are_deterministic_and_keep_subnormal_weights():
     x, w, c = problem(3, 50_000, 2, 64)
     w[1] *= 1e-40
