@@ -26,7 +26,8 @@ void emulate_block(const KMeansInputs& in, const kmeans::block::Layout& L, int64
   const acc_t* xb = in.x.const_data_ptr<acc_t>() + b * L.N * L.d;
   const acc_t* wb = in.weight.defined() ? in.weight.const_data_ptr<acc_t>() + b * L.N : nullptr;
   namespace block = kmeans::block;
-  for (int t = 0; t < L.threads; ++t) block::load_centroids(t, L, in.centroids.const_data_ptr<acc_t>() + b * L.k * L.d, shared_centroids);
+  const acc_t* centroids = in.centroids.const_data_ptr<acc_t>() + b * L.k * L.d;
+  for (int t = 0; t < L.threads; ++t) block::load_centroids(t, L, centroids, shared_centroids);
   for (int t = 0; t < L.threads; ++t) {
     block::assign<acc_t, label_t, D>(t, L, xb, wb, shared_centroids, shared_labels, labels + b * L.N, inertia_parts);
   }
