@@ -13,28 +13,17 @@
 namespace gwk {
 namespace {
 
-// Problem b's step: the kernel's body, with each barrier a loop over all thread indices ending.
+// Problem b's step as the kernel runs it, each barrier the end of a loop over all thread indices.
 template <typename acc_t, typename label_t, int D>
 void emulate_block(const KMeansInputs& in, const kmeans::block::Layout& L, int64_t b, label_t* labels,
                    acc_t* new_centroids, acc_t* cluster_weight, acc_t* inertia) {
-  std::vector<double> shared((L.bytes + 7) / 8);
-  unsigned char* bytes = reinterpret_cast<unsigned char*>(shared.data());
-  double* partials = reinterpret_cast<double*>(bytes + L.partials);
-  double* inertia_parts = reinterpret_cast<double*>(bytes + L.inertia);
-  acc_t* shared_centroids = reinterpret_cast<acc_t*>(bytes + L.centroids);
-  int32_t* shared_labels = reinterpret_cast<int32_t*>(bytes + L.labels);
-  const acc_t* xb = in.x.const_data_ptr<acc_t>() + b * L.N * L.d;
-  const acc_t* wb = in.weight.defined() ? in.weight.const_data_ptr<acc_t>() + b * L.N : nullptr;
   namespace block = kmeans::block;
-  const acc_t* centroids = in.centroids.const_data_ptr<acc_t>() + b * L.k * L.d;
-  for (int t = 0; t < L.threads; ++t) block::load_centroids(t, L, centroids, shared_centroids);
-  for (int t = 0; t < L.threads; ++t) {
-    block::assign<acc_t, label_t, D>(t, L, xb, wb, shared_centroids, shared_labels, labels + b * L.N, inertia_parts);
-  }
-  for (int t = 0; t < L.threads; ++t) block::partial_sums<acc_t, D>(t, L, xb, wb, shared_labels, partials);
-  for (int t = 0; t < L.threads; ++t) {
-    block::finish(t, L, partials, inertia_parts, shared_centroids, new_centroids + b * L.k * L.d,
-                  cluster_weight + b * L.k, inertia + b);
+  std::vector<double> shared((L.bytes + 7) / 8);
+  const auto p = block::problem(L, b, shared.data(), in.x.const_data_ptr<acc_t>(),
+                                in.weight.defined() ? in.weight.const_data_ptr<acc_t>() : nullptr,
+                                in.centroids.const_data_ptr<acc_t>(), labels, new_centroids, cluster_weight, inertia);
+  for (int phase = 0; phase < block::kPhases; ++phase) {
+    for (int t = 0; t < L.threads; ++t) block::run_phase<acc_t, label_t, D>(phase, t, L, p);
   }
 }
 
@@ -62,11 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> lloyd_block_
               in, L, b, lab, new_centroids.mutable_data_ptr<scalar_t>(), cluster_weight.mutable_data_ptr<scalar_t>(),
               inertia.mutable_data_ptr<scalar_t>());
         };
-        if (int32_labels) {
-          run(labels.mutable_data_ptr<int32_t>());
-        } else {
-          run(labels.mutable_data_ptr<int64_t>());
-        }
+        with_label_pointer(labels, run);
       }
     });
   });

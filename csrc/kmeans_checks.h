@@ -39,6 +39,17 @@ KMeansInputs prepare_inputs(const char* op, const at::Tensor& x, const std::opti
 // memory with the op's inputs (writing labels into x would overwrite the points).
 void check_labels_out(const char* op, const KMeansInputs& in, const at::Tensor& labels);
 
+// Calls f with labels' data as int32_t* or int64_t*, its dtype (the two a labels buffer may have;
+// checked by check_labels / check_labels_out).
+template <typename F>
+void with_label_pointer(at::Tensor& labels, F&& f) {
+  if (labels.scalar_type() == at::kInt) {
+    f(labels.mutable_data_ptr<int32_t>());
+  } else {
+    f(labels.mutable_data_ptr<int64_t>());
+  }
+}
+
 // Raise (with the first offender) unless every weight (when defined) is finite and >= 0, or every
 // label is in [0, k): one reduction over the tensor, so one host sync on a GPU.
 void check_weight_values(const char* op, const at::Tensor& weight);

@@ -2,7 +2,7 @@
 // memory: the CUDA k-means path for problems that fit (csrc/cuda/kmeans_cuda.cu), instead of a
 // sort and a segmented sum over all problems at once.
 //
-// The step is four phases separated by block barriers. The CUDA kernel runs them with
+// The step is four phases separated by block barriers (run_phase). The CUDA kernel runs them with
 // __syncthreads() between; the host emulation (csrc/kmeans_block_emulation.cpp, for tests) runs
 // each phase for every thread index in turn. The two compute the same thing, because within a
 // phase no thread reads what another thread of that phase writes.
@@ -138,6 +138,57 @@ GWK_HOST_DEVICE void finish(int t, const Layout& L, double* partials, const doub
     double sum = 0;
     for (int i = 0; i < L.threads; ++i) sum += inertia_parts[i];
     *inertia = static_cast<acc_t>(sum);
+  }
+}
+
+// Problem b's arrays: its slices of the op's inputs and outputs, and the block's shared memory
+// (`shared`: L.bytes, 16-byte aligned) carved by the layout.
+template <typename acc_t, typename label_t>
+struct Problem {
+  const acc_t* x;              // [N, d]
+  const acc_t* weight;         // [N], or null
+  const acc_t* centroids;      // [k, d]
+  label_t* labels;             // [N]
+  acc_t* new_centroids;        // [k, d]
+  acc_t* cluster_weight;       // [k]
+  acc_t* inertia;              // one
+  double* partials;            // shared
+  double* inertia_parts;       // shared
+  acc_t* shared_centroids;     // shared
+  int32_t* shared_labels;      // shared
+};
+
+template <typename acc_t, typename label_t>
+GWK_HOST_DEVICE Problem<acc_t, label_t> problem(const Layout& L, int64_t b, void* shared, const acc_t* x,
+                                                const acc_t* weight, const acc_t* centroids, label_t* labels,
+                                                acc_t* new_centroids, acc_t* cluster_weight, acc_t* inertia) {
+  unsigned char* bytes = static_cast<unsigned char*>(shared);
+  return {x + b * L.N * L.d,
+          weight ? weight + b * L.N : nullptr,
+          centroids + b * L.k * L.d,
+          labels + b * L.N,
+          new_centroids + b * L.k * L.d,
+          cluster_weight + b * L.k,
+          inertia + b,
+          reinterpret_cast<double*>(bytes + L.partials),
+          reinterpret_cast<double*>(bytes + L.inertia),
+          reinterpret_cast<acc_t*>(bytes + L.centroids),
+          reinterpret_cast<int32_t*>(bytes + L.labels)};
+}
+
+constexpr int kPhases = 4;
+
+// Phase `phase` (0..kPhases-1) of the step, for thread t: the one sequence both runners follow.
+template <typename acc_t, typename label_t, int D, typename Nearest = NearestByCoordinates<acc_t, D>>
+GWK_HOST_DEVICE void run_phase(int phase, int t, const Layout& L, const Problem<acc_t, label_t>& p,
+                               Nearest nearest = {}) {
+  switch (phase) {
+    case 0: return load_centroids(t, L, p.centroids, p.shared_centroids);
+    case 1: return assign<acc_t, label_t, D>(t, L, p.x, p.weight, p.shared_centroids, p.shared_labels, p.labels,
+                                             p.inertia_parts, nearest);
+    case 2: return partial_sums<acc_t, D>(t, L, p.x, p.weight, p.shared_labels, p.partials);
+    default: return finish(t, L, p.partials, p.inertia_parts, p.shared_centroids, p.new_centroids,
+                           p.cluster_weight, p.inertia);
   }
 }
 

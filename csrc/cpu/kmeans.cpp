@@ -307,11 +307,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cpu(
         if (!ok) weights_ok.store(false, std::memory_order_relaxed);
       });
     };
-    if (labels.scalar_type() == at::kInt) {
-      run(labels.mutable_data_ptr<int32_t>());
-    } else {
-      run(labels.mutable_data_ptr<int64_t>());
-    }
+    with_label_pointer(labels, run);
   });
   TORCH_CHECK(!check_weights || weights_ok.load(), describe_bad_weight("gwk_lloyd_step", in.weight));
   const auto totals = sum_task_rows(rows, plan, in.B);

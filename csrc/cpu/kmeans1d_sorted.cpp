@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../core/kmeans1d_sorted.h"
+#include "../kmeans_checks.h"
 #include "../sorted1d.h"
 #include "parallel.h"
 
@@ -225,11 +226,7 @@ at::Tensor kmeans1d_sorted_assign_cpu(const at::Tensor& xs_t, const at::Tensor& 
         }
       });
     };
-    if (labels.scalar_type() == at::kInt) {
-      run(labels.mutable_data_ptr<int32_t>());
-    } else {
-      run(labels.mutable_data_ptr<int64_t>());
-    }
+    with_label_pointer(labels, run);
   });
   return inertia;
 }

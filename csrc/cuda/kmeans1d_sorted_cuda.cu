@@ -179,11 +179,7 @@ at::Tensor kmeans1d_sorted_assign_cuda(const at::Tensor& xs, const at::Tensor& o
           order.const_data_ptr<int32_t>(), cs.const_data_ptr<scalar_t>(), ci.const_data_ptr<int64_t>(),
           start.const_data_ptr<int64_t>(), N, k, B * N, lab, cost.mutable_data_ptr<double>());
     };
-    if (labels.scalar_type() == at::kInt) {
-      launch(labels.mutable_data_ptr<int32_t>());
-    } else {
-      launch(labels.mutable_data_ptr<int64_t>());
-    }
+    with_label_pointer(labels, launch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return cost.sum(1).to(xs.scalar_type());

@@ -160,25 +160,14 @@ __global__ void lloyd_block_kernel(const acc_t* __restrict__ x, const acc_t* __r
                                    label_t* __restrict__ labels, acc_t* __restrict__ new_centroids,
                                    acc_t* __restrict__ cluster_weight, acc_t* __restrict__ inertia) {
   extern __shared__ __align__(16) double shared[];  // every offset of the layout is 16-byte aligned
-  unsigned char* bytes = reinterpret_cast<unsigned char*>(shared);
-  double* partials = reinterpret_cast<double*>(bytes + L.partials);
-  double* inertia_parts = reinterpret_cast<double*>(bytes + L.inertia);
-  acc_t* shared_centroids = reinterpret_cast<acc_t*>(bytes + L.centroids);
-  int32_t* shared_labels = reinterpret_cast<int32_t*>(bytes + L.labels);
-  const int64_t b = blockIdx.x;
-  const int t = threadIdx.x;
-  const acc_t* xb = x + b * L.N * L.d;
-  const acc_t* wb = weight ? weight + b * L.N : nullptr;
   namespace block = kmeans::block;
-  block::load_centroids(t, L, centroids + b * L.k * L.d, shared_centroids);
-  __syncthreads();
-  block::assign<acc_t, label_t, D>(t, L, xb, wb, shared_centroids, shared_labels, labels + b * L.N,
-                                   inertia_parts, NearestByRows<acc_t, D>());
-  __syncthreads();
-  block::partial_sums<acc_t, D>(t, L, xb, wb, shared_labels, partials);
-  __syncthreads();
-  block::finish(t, L, partials, inertia_parts, shared_centroids, new_centroids + b * L.k * L.d,
-                cluster_weight + b * L.k, inertia + b);
+  const auto p = block::problem(L, blockIdx.x, shared, x, weight, centroids, labels, new_centroids,
+                                cluster_weight, inertia);
+#pragma unroll
+  for (int phase = 0; phase < block::kPhases; ++phase) {
+    if (phase > 0) __syncthreads();
+    block::run_phase<acc_t, label_t, D>(phase, threadIdx.x, L, p, NearestByRows<acc_t, D>());
+  }
 }
 
 constexpr int kBlockThreads = 256;
@@ -261,11 +250,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
                   inertia.mutable_data_ptr<scalar_t>());
         });
       };
-      if (labels.scalar_type() == at::kInt) {
-        launch(labels.mutable_data_ptr<int32_t>());
-      } else {
-        launch(labels.mutable_data_ptr<int64_t>());
-      }
+      with_label_pointer(labels, launch);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
     return {new_centroids, cluster_weight, inertia};
@@ -276,11 +261,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gwk_lloyd_step_into_cuda(
       launch_assign(in.x.const_data_ptr<scalar_t>(), in.centroids.const_data_ptr<scalar_t>(), in.N, total,
                     static_cast<int>(in.d), in.k, lab, sqdist.mutable_data_ptr<scalar_t>(), stream);
     };
-    if (labels.scalar_type() == at::kInt) {
-      launch(labels.mutable_data_ptr<int32_t>());
-    } else {
-      launch(labels.mutable_data_ptr<int64_t>());
-    }
+    with_label_pointer(labels, launch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   const auto totals = cluster_sums_sorted(in.x, in.weight, labels, in.k);
