@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import ewgs, ops  # noqa: E402
-from gwkcuda.cliutil import format_table, write_json  # noqa: E402
+from gwkcuda.cliutil import format_table, write_result  # noqa: E402
 from gwkcuda.microbench import machine, median_ms  # noqa: E402
 
 SHAPES = [(64, 16, 32, 32), (64, 32, 16, 16), (64, 64, 8, 8), (64, 64, 3, 3)]
@@ -56,8 +56,7 @@ def main():
     print(f"{machine()}; forward + backward, median of {args.repeats}\n")
     print(format_table(["x", "op ms", "torch ops ms", "op speed-up", "floor ms (copy bandwidth)", "op of floor"], table))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"machine": machine(), "threads": args.threads, "repeats": args.repeats, "rows": rows})
+        write_result(args.out, {"machine": machine(), "threads": args.threads, "repeats": args.repeats, "rows": rows})
 
 
 if __name__ == "__main__":

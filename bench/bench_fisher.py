@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gwkcuda.cliutil import format_table, write_json  # noqa: E402
+from gwkcuda.cliutil import format_table, write_result  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 
 CHILD = r"""
@@ -67,8 +67,7 @@ def main():
     print(f"\n{machine()}; {args.samples} samples, median of {args.repeats} fresh processes\n")
     print(format_table(["model", "importances by", "weights", "ms per sample", "peak memory growth, MiB"], table))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"rows": rows, "machine": machine(), "repeats": args.repeats})
+        write_result(args.out, {"rows": rows, "machine": machine(), "repeats": args.repeats})
 
 
 if __name__ == "__main__":

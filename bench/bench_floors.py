@@ -18,7 +18,7 @@ import os
 import torch
 
 from gwkcuda import cpu_level, ops
-from gwkcuda.cliutil import write_json
+from gwkcuda.cliutil import write_result
 from gwkcuda.kmeans import weighted_kmeans
 from gwkcuda.microbench import kmeans_problem, machine, median_ms
 
@@ -84,8 +84,7 @@ def main(argv=None):
         if "weighted_kmeans_10_iterations_ms" in r:
             print(f"    weighted_kmeans, 10 iterations: {r['weighted_kmeans_10_iterations_ms']:.1f} ms")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"machine": machine(), "cpu_level": cpu_level(), "repeats": args.repeats,
+        write_result(args.out, {"machine": machine(), "cpu_level": cpu_level(), "repeats": args.repeats,
                               "lookups": lookups, "lloyd": lloyd})
 
 

@@ -26,7 +26,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from gwkcuda import huffman, ops, reference
-    from gwkcuda.cliutil import write_json
+    from gwkcuda.cliutil import write_result
     from gwkcuda.microbench import machine, median_ms
 
     gen = torch.Generator().manual_seed(0)
@@ -52,8 +52,7 @@ def main():
                     "stream_mb_per_s": nbytes / seconds / 1e6, "indices_per_s": count / seconds})
         print(f"| {name} | {nbytes} | {1e3 * seconds:.1f} | {nbytes / seconds / 1e6:.1f} | {count / seconds / 1e6:.1f} |")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"machine": machine(), "rows": out})
+        write_result(args.out, {"machine": machine(), "rows": out})
 
 
 if __name__ == "__main__":

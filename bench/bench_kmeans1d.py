@@ -27,7 +27,7 @@ def main():
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from gwkcuda import kmeans
-    from gwkcuda.cliutil import write_json
+    from gwkcuda.cliutil import write_result
     from gwkcuda.microbench import machine
 
     rows = []
@@ -75,8 +75,7 @@ def main():
         print(f"| {name} | {1e3 * exact_s:.1f} | {e:.4g} | {1e3 * ls:.1f} | {min(li):.4g}-{max(li):.4g} | "
               f"{min(li) / e:.3f}-{max(li) / e:.3f} {flash}", flush=True)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"machine": machine(), "rows": rows})
+        write_result(args.out, {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main():
     args = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     sys.path.insert(0, root)
-    from gwkcuda.cliutil import write_json
+    from gwkcuda.cliutil import write_result
     from gwkcuda.microbench import machine
     rows = []
     print(f"Machine: {machine()}\n")
@@ -76,8 +76,7 @@ def main():
                  else "-")
         print(f"| {N} | {d} | {k} | {cell(seq)} | {cell(bat)} | {speed} | {ratio} |", flush=True)
         if args.out:  # after every case: a stopped run keeps what it measured
-            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-            write_json(args.out, {"machine": machine(), "limit_seconds": args.limit, "rows": rows})
+            write_result(args.out, {"machine": machine(), "limit_seconds": args.limit, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gwkcuda.cliutil import write_json  # noqa: E402
+from gwkcuda.cliutil import write_result  # noqa: E402
 from gwkcuda.gwk import GWKConfig, gwk_compress  # noqa: E402
 from gwkcuda.microbench import machine, median_ms  # noqa: E402
 from gwkcuda.recurrent import _decode  # noqa: E402
@@ -64,8 +64,7 @@ def main():
             print(rows[-1], flush=True)
     out = {"matrices": len(gru.pq_configs), "weights": weights, "decode_bytes_written": 4 * weights,
            "rows": rows, "machine": machine()}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_json(args.out, out)
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":

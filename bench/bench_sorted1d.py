@@ -15,7 +15,7 @@ import os
 import torch
 
 from gwkcuda import ops
-from gwkcuda.cliutil import write_json
+from gwkcuda.cliutil import write_result
 from gwkcuda.kmeans import weighted_kmeans
 from gwkcuda.microbench import kmeans_problem, machine, median_ms
 
@@ -54,8 +54,7 @@ def main(argv=None):
     for name, ms in results.items():
         print(f"  {name:60s} {ms:9.1f} ms")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"machine": machine(), "shape": vars(args), "sort_output_bytes": out_bytes,
+        write_result(args.out, {"machine": machine(), "shape": vars(args), "sort_output_bytes": out_bytes,
                               "median_ms": results})
 
 

@@ -27,7 +27,7 @@ def main():
     args = ap.parse_args()
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     sys.path.insert(0, root)
-    from gwkcuda.cliutil import write_json
+    from gwkcuda.cliutil import write_result
     from gwkcuda.microbench import machine
     rows = []
     print(f"Machine: {machine()}; median of {args.repeats} fresh processes\n")
@@ -42,8 +42,7 @@ def main():
         rows.append({"command": name, "median_s": statistics.median(times), "min_s": min(times)})
         print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} |", flush=True)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        write_json(args.out, {"machine": machine(), "rows": rows})
+        write_result(args.out, {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":

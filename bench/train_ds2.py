@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ds2_task  # noqa: E402
 from gwkcuda import digit_sequences as ds  # noqa: E402
-from gwkcuda.cliutil import write_json  # noqa: E402
+from gwkcuda.cliutil import write_result  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 
 
@@ -40,8 +40,7 @@ def main():
            "test": {"utterances": len(test), "digits": int(test.target_lengths.sum()), **ds.evaluate(model, test)},
            "history": history, "train_seconds": round(sum(history["epoch_seconds"]), 1),
            "eval_seconds": round(time.perf_counter() - start, 1), "machine": machine()}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_json(args.out, row)
+    write_result(args.out, row)
     print(json.dumps({k: row[k] for k in ("val", "test", "train_seconds", "parameters", "gru_weights")}))
 
 

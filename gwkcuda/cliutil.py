@@ -2,6 +2,7 @@
 table and the atomic JSON writer (a module of its own, so that cli.py and demo.py do not import
 each other)."""
 import json
+import os
 
 import torch
 
@@ -36,3 +37,10 @@ def format_table(headers, rows) -> str:
 def write_json(path, obj) -> None:
     """Atomic: a temporary file in the same folder, fsync'ed, then renamed over ``path``."""
     io.atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_result(path, obj) -> None:
+    """write_json, creating the folder first: a benchmark's results file (bench/results/...). The
+    CLI instead refuses a missing folder before any work (it may be a typo)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_json(path, obj)

@@ -74,14 +74,17 @@ def _cached(name: str, source: Path, build):
     arrays = build()
     # A temporary file of this process's own (atomic_write), so that runs started together, each
     # building the cache, do not rename one another's file away.
+    built_from = str(source.resolve())
     buf = _io.BytesIO()
-    np.savez(buf, **arrays, **{_CACHE_SOURCE: np.array(str(source.resolve()))})
+    np.savez(buf, **arrays, **{_CACHE_SOURCE: np.array(built_from)})
     atomic_write(cache, buf.getvalue())
-    _remove_stale_entries(name, source, keep=cache)
+    _remove_stale_entries(name, built_from, keep=cache)
     return arrays
 
 
-def _remove_stale_entries(name: str, source: Path, keep: Path) -> None:
+def _remove_stale_entries(name: str, source: str, keep: Path) -> None:
+    """Removes the entries of `name` but `keep` that were built from `source` (the resolved path)
+    or from a file that no longer exists."""
     entry = re.compile(rf"^{re.escape(name)}-[0-9a-f]{{16}}\.npz$")
     for path in cache_dir().iterdir():
         if path == keep or not entry.match(path.name):
@@ -89,7 +92,7 @@ def _remove_stale_entries(name: str, source: Path, keep: Path) -> None:
         try:
             with np.load(path, allow_pickle=False) as f:
                 built_from = str(f[_CACHE_SOURCE]) if _CACHE_SOURCE in f.files else None
-            if built_from is not None and (built_from == str(source.resolve()) or not Path(built_from).exists()):
+            if built_from is not None and (built_from == source or not Path(built_from).exists()):
                 path.unlink()
         except (OSError, ValueError, zipfile.BadZipFile):  # unreadable, or removed meanwhile: not ours to judge
             pass
