@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import pipelines, train  # noqa: E402
-from gwkcuda.cliutil import write_json  # noqa: E402
+from gwkcuda.cliutil import count_arg, positive_arg, write_json  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 from exp_gwk import rerun_command  # noqa: E402
 from posttrain_tasks import CHECKPOINTS  # noqa: E402
@@ -29,16 +29,11 @@ def main():
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--model", default="resnet20", choices=sorted(CHECKPOINTS))
     ap.add_argument("--workdir", required=True, help="per-epoch checkpoints (resumable)")
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=5e-4, help="peak of the cosine schedule (the chain's --float-lr)")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--epochs", type=count_arg(1), default=4)
+    ap.add_argument("--lr", type=positive_arg, default=5e-4, help="peak of the cosine schedule (the chain's --float-lr)")
+    ap.add_argument("--batch", type=count_arg(1), default=64)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "gwk"))
     args = ap.parse_args()
-    for flag in ("epochs", "batch"):
-        if getattr(args, flag) < 1:
-            ap.error(f"--{flag}: expected an int >= 1, got {getattr(args, flag)}")
-    if not args.lr > 0:
-        ap.error(f"--lr: expected a number > 0, got {args.lr}")
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, f"float_baseline_{args.model}_e{args.epochs}.json")
     task = pipelines.load_task(args.model, "cifar10", args.data_root)

@@ -18,7 +18,6 @@ clustered in S groups over the first S rounds, ``..._rc<R>x<E>p<S>``).
 """
 import argparse
 import dataclasses
-import math
 import os
 import shlex
 import sys
@@ -29,17 +28,26 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import model_file, pipelines, train  # noqa: E402
-from gwkcuda.cliutil import write_json  # noqa: E402
+from gwkcuda.cliutil import count_arg, non_negative_arg, positive_arg, write_json  # noqa: E402
 from gwkcuda.gwk import GWKConfig  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 from posttrain_tasks import CHECKPOINTS  # noqa: E402  (bench/: the pretrained file of each model)
 
 
 def parse_arm(text):
-    method, d, k, seed = text.split(":")
-    if method not in ("gwk", "kmeans"):
-        raise argparse.ArgumentTypeError(f"expected gwk or kmeans, got {method!r}")
-    return method, int(d), int(k), int(seed)
+    """"method:d:k:seed" -> (method, d, k, seed); d and k are checked against GWKConfig before any
+    training starts."""
+    fields = text.split(":")
+    if len(fields) != 4 or fields[0] not in ("gwk", "kmeans"):
+        raise argparse.ArgumentTypeError(f"expected gwk:D:K:SEED or kmeans:D:K:SEED, got {text!r}")
+    try:
+        d, k, seed = (int(f) for f in fields[1:])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers D, K and SEED in {fields[0]}:D:K:SEED, got {text!r}") \
+            from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expected a seed >= 0, got {seed} in {text!r}")
+    return fields[0], d, k, seed
 
 
 def rerun_command(argv, arm=None, script="bench/exp_gwk.py"):
@@ -77,48 +85,47 @@ def main():
                          "resnet32-d509ac18.th for those models; the others are trained from scratch for "
                          "--float-epochs)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--batch", type=int, default=64, help="training batch size of every phase")
-    ap.add_argument("--train-images", type=int, default=None,
+    ap.add_argument("--batch", type=count_arg(1), default=64, help="training batch size of every phase")
+    ap.add_argument("--train-images", type=count_arg(1), default=None,
                     help="use only the first N training images in every phase (default: all 50,000)")
-    ap.add_argument("--test-images", type=int, default=None,
+    ap.add_argument("--test-images", type=count_arg(1), default=None,
                     help="judge on the first N test images (default: all 10,000)")
     ap.add_argument("--workdir", required=True, help="checkpoints of the shared phases and of each arm")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "gwk"))
-    ap.add_argument("--float-epochs", type=int, default=1)
-    ap.add_argument("--float-lr", type=float, default=5e-4)
-    ap.add_argument("--bits", type=int, default=4)
-    ap.add_argument("--qat-epochs", type=int, default=2)
-    ap.add_argument("--delta", type=float, default=None,
+    ap.add_argument("--float-epochs", type=count_arg(0), default=1)
+    ap.add_argument("--float-lr", type=positive_arg, default=5e-4)
+    ap.add_argument("--bits", type=count_arg(1, 16), default=4)
+    ap.add_argument("--qat-epochs", type=count_arg(0), default=2)
+    ap.add_argument("--delta", type=non_negative_arg, default=None,
                     help="a fixed EWGS delta instead of the Hessian estimate (a QAT run of its own)")
-    ap.add_argument("--epochs", type=int, default=1, help="codebook fine-tuning epochs per arm")
-    ap.add_argument("--finetune-images", type=int, default=25000,
+    ap.add_argument("--epochs", type=count_arg(0), default=1, help="codebook fine-tuning epochs per arm")
+    ap.add_argument("--finetune-images", type=count_arg(1), default=25000,
                     help="fine-tune each arm on the first N (shuffled-order) training images")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--calib-batches", type=int, default=16)
+    ap.add_argument("--lr", type=positive_arg, default=1e-3)
+    ap.add_argument("--calib-batches", type=count_arg(1), default=16)
     ap.add_argument("--tag", default="", help="suffix of the arms' names (JSON files and checkpoints)")
     ap.add_argument("--float16", action="store_true", help="store float tensors as float16")
     ap.add_argument("--fold-batchnorm", action="store_true", help="store batch norms as scale and shift")
     ap.add_argument("--distill", type=float, default=0.0,
                     help="weight alpha in [0, 1] of knowledge distillation from the float model during QAT and "
                          "fine-tuning (0: cross-entropy alone)")
-    ap.add_argument("--temperature", type=float, default=4.0, help="distillation temperature (> 0)")
-    ap.add_argument("--recluster-rounds", type=int, default=0,
+    ap.add_argument("--temperature", type=positive_arg, default=4.0, help="distillation temperature (> 0)")
+    ap.add_argument("--recluster-rounds", type=count_arg(0), default=0,
                     help="clustering inside retraining: rounds of clustering the latent weights, each followed by "
                          "--recluster-epochs epochs through the codebooks, before the final clustering (0: none)")
-    ap.add_argument("--recluster-epochs", type=int, default=1, help="training epochs per re-clustering round")
+    ap.add_argument("--recluster-epochs", type=count_arg(1), default=1,
+                    help="training epochs per re-clustering round")
     ap.add_argument("--recluster-final", choices=pipelines.Recluster.FINALS, default="cluster",
                     help="after the rounds: cluster once more, or freeze the last round's codes and codebooks "
                          "(arm names ..._rc<R>x<E>f)")
-    ap.add_argument("--recluster-stages", type=int, default=1,
+    ap.add_argument("--recluster-stages", type=count_arg(1), default=1,
                     help="progressive clustering: the layers in this many groups (model order), round r "
                          "clustering the first r of them (<= --recluster-rounds; arm names ..._rc<R>x<E>p<S>)")
-    ap.add_argument("--budget-bits", type=float, default=None,
+    ap.add_argument("--budget-bits", type=positive_arg, default=None,
                     help="per-layer k from sensitivity, the clustered layers' codes and codebooks at most this many "
                          "bits per weight on average (default: every layer at the arm's k)")
     ap.add_argument("--arms", type=parse_arm, nargs="+", required=True, help="method:d:k:seed")
     args = ap.parse_args()
-    if args.recluster_rounds < 0:
-        ap.error(f"--recluster-rounds: expected an int >= 0, got {args.recluster_rounds}")
     try:
         recluster = (pipelines.Recluster(args.recluster_rounds, args.recluster_epochs, args.recluster_final,
                                          args.recluster_stages) if args.recluster_rounds else None)
@@ -126,18 +133,17 @@ def main():
         ap.error(f"--recluster-epochs/--recluster-stages: {exc}")
     if args.recluster_stages != 1 and not args.recluster_rounds:
         ap.error(f"--recluster-stages {args.recluster_stages}: expected with --recluster-rounds >= 1, got none")
-    if args.budget_bits is not None and not (math.isfinite(args.budget_bits) and args.budget_bits > 0):
-        ap.error(f"--budget-bits: expected a finite number > 0 (bits per weight), got {args.budget_bits}")
     if not 0 <= args.distill <= 1:
         ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
-    if not (math.isfinite(args.temperature) and args.temperature > 0):
-        ap.error(f"--temperature: expected a finite number > 0, got {args.temperature}")
-    for flag in ("batch", "train_images", "test_images"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            ap.error(f"--{flag.replace('_', '-')}: expected an int >= 1, got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: torch sees no CUDA device")
+    # Every setting is checked here, before the float model trains for minutes or hours.
+    try:
+        qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, delta=args.delta)
+        configs = [GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
+                             calib_batches=args.calib_batches, seed=seed) for method, d, k, seed in args.arms]
+    except ValueError as exc:
+        ap.error(f"--arms/--bits/--calib-batches: {exc}")
     root = args.data_root
     checkpoint = args.checkpoint or (os.path.join(root or "../shared/data", "pretrained", CHECKPOINTS[args.model])
                                      if args.model in CHECKPOINTS else None)
@@ -158,7 +164,6 @@ def main():
     float_full = train.accuracy(fmodel, task.x_test, task.y_test, device=device)
     print(f"float {args.model}: {100 * float_full:.2f}% on {judged} ({time.perf_counter() - started:.0f} s)",
           flush=True)
-    qat = pipelines.QATConfig(bits=args.bits, epochs=args.qat_epochs, delta=args.delta)
     distill = train.Distillation(fmodel, args.distill, args.temperature) if args.distill else None
     kd_tag = f"_kd{args.distill:g}t{args.temperature:g}" if distill else ""
     delta_tag = "" if args.delta is None else f"_delta{args.delta:g}"
@@ -175,14 +180,12 @@ def main():
     subset = order[:args.finetune_images]
     ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
-    for method, d, k, seed in args.arms:
+    for (method, d, k, seed), config in zip(args.arms, configs):
         rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{f'p{recluster.stages}' if recluster.stages > 1 else ''}"
                   f"{'f' if recluster.final == 'freeze' else ''}" if recluster else "")
         budget_tag = "" if args.budget_bits is None else f"_b{args.budget_bits:g}"
         name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{budget_tag}{args.tag}"
         arm_started = time.perf_counter()
-        config = GWKConfig(d=d, k=k, importance="uniform" if method == "kmeans" else "abs",
-                           calib_batches=args.calib_batches, seed=seed)
         out_file = os.path.join(args.workdir, name + ".gwk")
         report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr, batch=batch,
                                    qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),

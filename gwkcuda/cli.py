@@ -12,7 +12,6 @@ A user mistake (unknown model, missing data, bad knob, unreadable file) prints o
 and exits with status 2; --debug shows the traceback instead.
 """
 import argparse
-import math
 import os
 import shlex
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from . import io
-from .cliutil import UserError, format_table, write_json
+from .cliutil import UserError, count_arg, format_table, non_negative_arg, positive_arg, write_json
 from .cliutil import resolve_device as _device
 from .workdir import locked as workdir_lock
 
@@ -81,39 +80,6 @@ def cmd_info(args) -> int:
     return 0 if ok else 1
 
 
-def _count(low: int, high: int = None):
-    """argparse type: an int in [low, high], refused with what was expected and what was given."""
-    expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-    return parse
-
-
-def _number(low: float, strict: bool):
-    """argparse type: a finite float > low (strict) or >= low; NaN and infinities are refused
-    (an infinite learning rate trains to NaN weights, a NaN budget compares false with everything)."""
-    expected = f"a finite number {'>' if strict else '>='} {low:g}"
-
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-    return parse
-
-
-_positive = _number(0.0, strict=True)  # learning rates
-_non_negative = _number(0.0, strict=False)  # budgets, beta, delta
 MAX_SEED = 2**32 - 1  # seeds are combined with epoch and iteration numbers into 64-bit generator seeds
 
 
@@ -415,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the CIFAR-10 ResNet-20 version on the data in this folder (default: none, the digits CNN)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run (default: auto, i.e. cuda when a GPU is visible, else cpu)")
-    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0, help="seed of training and clustering (default: 0)")
+    p.add_argument("--seed", type=count_arg(0, MAX_SEED), default=0,
+                   help="seed of training and clustering (default: 0)")
     p.set_defaults(func=cmd_demo)
 
     from .models import MODEL_NAMES
@@ -429,12 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="digits, cifar10, fsdd, mnist, or a folder of IDX files (required)")
     p.add_argument("--out", default=None, help="compressed file to write (default: MODEL-METHOD.gwk)")
     p.add_argument("--report", default=None, help="also write the JSON report here (default: none)")
-    p.add_argument("--seed", type=_count(0, MAX_SEED), default=0, help="seed of training, calibration and "
+    p.add_argument("--seed", type=count_arg(0, MAX_SEED), default=0, help="seed of training, calibration and "
                    "clustering (default: 0)")
-    p.add_argument("--float-epochs", type=_count(0), default=None,
+    p.add_argument("--float-epochs", type=count_arg(0), default=None,
                    help="epochs of float training from scratch (default: 20), or of fine-tuning --checkpoint "
                         "(default: 0)")
-    p.add_argument("--float-lr", type=_positive, default=None,
+    p.add_argument("--float-lr", type=positive_arg, default=None,
                    help="learning rate of the float training (default: 2e-3 from scratch, 5e-4 fine-tuning)")
     p.add_argument("--workdir", default=None, help="folder of the per-epoch checkpoints, held by one run at a "
                    "time (default: OUT.work)")
@@ -447,15 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store each batch norm as its scale and shift (2 numbers per channel instead of 4); "
                         "the file is then for inference, not further training (default: off)")
     g = p.add_argument_group("Bin & Quant")
-    g.add_argument("--max-drop", type=_non_negative, default=1.0,
+    g.add_argument("--max-drop", type=non_negative_arg, default=1.0,
                    help="accuracy points the search may lose on its images (default: %(default)s)")
-    g.add_argument("--max-bins", type=_count(2, 2**16), default=16, help="bins per layer at most (default: %(default)s)")
+    g.add_argument("--max-bins", type=count_arg(2, 2**16), default=16,
+                   help="bins per layer at most (default: %(default)s)")
     g.add_argument("--sensitivity", default="gradient", choices=("perturb", "gradient"),
                    help="how bins are split: by perturbing each bin and evaluating (the paper's), or by "
                         "gradient estimates without evaluations (default: %(default)s)")
     g.add_argument("--values", default="midpoint", choices=("midpoint", "mean"),
                    help="each bin's value: its midpoint, or the mean of its weights (default: %(default)s)")
-    g.add_argument("--search", type=_count(1), default=1000,
+    g.add_argument("--search", type=count_arg(1), default=1000,
                    help="search images, from the first half of the test split (default: %(default)s)")
     g.add_argument("--criterion", default="accuracy", choices=("accuracy", "agreement"),
                    help="search on accuracy, or on agreement with the float model's predictions "
@@ -466,51 +434,52 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--share", default="none", choices=("none", "kind"),
                    help="one set of bins per layer kind instead of per layer (default: %(default)s)")
     g = p.add_argument_group("GWK / k-means")
-    g.add_argument("--d", type=_count(1), default=4,
+    g.add_argument("--d", type=count_arg(1), default=4,
                    help="sub-vector length: weights per code; layers whose rows it does not divide stay in "
                         "float (default: %(default)s)")
-    g.add_argument("--k", type=_count(1, 2**16), default=16,
+    g.add_argument("--k", type=count_arg(1, 2**16), default=16,
                    help="codewords per layer: log2(k) bits per code (default: %(default)s)")
     g.add_argument("--importance", default=None, choices=("abs", "square", "fisher"),
                    help="gradient importances: summed |gradient| or gradient^2 of calibration batches, or "
                         "fisher, the sum of each sample's own gradient^2 (see --fisher-samples); Bin & Quant's "
                         "gradient sensitivity takes square or fisher (default: abs for GWK, square for "
                         "Bin & Quant)")
-    g.add_argument("--fisher-samples", type=_count(1), default=1024,
+    g.add_argument("--fisher-samples", type=count_arg(1), default=1024,
                    help="training samples whose per-sample gradients give the fisher importances "
                         "(default: %(default)s)")
-    g.add_argument("--beta", type=_non_negative, default=None,
+    g.add_argument("--beta", type=non_negative_arg, default=None,
                    help="nudge: importances become 1 + beta * s / mean(s) (default: none, the plain weighted mean)")
-    g.add_argument("--calib-batches", type=_count(1), default=16,
+    g.add_argument("--calib-batches", type=count_arg(1), default=16,
                    help="training batches of 64 whose gradients give the importances (default: %(default)s)")
-    g.add_argument("--iters", type=_count(0), default=25, help="Lloyd iterations of the k-means (default: %(default)s)")
-    g.add_argument("--epochs", type=_count(0), default=5,
+    g.add_argument("--iters", type=count_arg(0), default=25,
+                   help="Lloyd iterations of the k-means (default: %(default)s)")
+    g.add_argument("--epochs", type=count_arg(0), default=5,
                    help="codebook fine-tuning epochs, codes fixed (default: %(default)s)")
-    g.add_argument("--lr", type=_positive, default=1e-3, help="fine-tuning learning rate (default: %(default)s)")
-    g.add_argument("--bits", type=_count(1, 16), default=None,
+    g.add_argument("--lr", type=positive_arg, default=1e-3, help="fine-tuning learning rate (default: %(default)s)")
+    g.add_argument("--bits", type=count_arg(1, 16), default=None,
                    help="EWGS quantisation-aware training of weights and activations at this many bits before "
                         "clustering (default: none)")
-    g.add_argument("--qat-epochs", type=_count(0), default=2, help="EWGS training epochs (default: %(default)s)")
-    g.add_argument("--quantizer-lr", type=_positive, default=1e-5,
+    g.add_argument("--qat-epochs", type=count_arg(0), default=2, help="EWGS training epochs (default: %(default)s)")
+    g.add_argument("--quantizer-lr", type=positive_arg, default=1e-5,
                    help="learning rate of the EWGS quantiser bounds and scales (default: %(default)s)")
-    g.add_argument("--delta", type=_non_negative, default=None,
+    g.add_argument("--delta", type=non_negative_arg, default=None,
                    help="fixed EWGS delta (default: a Hessian estimate after every --delta-every epochs)")
-    g.add_argument("--delta-every", type=_count(1), default=1,
+    g.add_argument("--delta-every", type=count_arg(1), default=1,
                    help="epochs between EWGS delta estimates (default: %(default)s)")
-    g.add_argument("--budget-bits", type=_positive, default=None,
+    g.add_argument("--budget-bits", type=positive_arg, default=None,
                    help="per-layer k from sensitivity: each layer's k (8 to 256, at --d) chosen so that the "
                         "clustered layers' codes and codebooks average at most this many bits per weight with "
                         "the least sensitivity-weighted error (default: none, every layer at --k)")
-    g.add_argument("--recluster-rounds", type=_count(0), default=0,
+    g.add_argument("--recluster-rounds", type=count_arg(0), default=0,
                    help="clustering inside retraining (needs --bits): rounds of GWK clustering of the latent "
                         "weights, each followed by --recluster-epochs epochs of training straight through the "
                         "codebooks, before the final clustering (default: %(default)s, one clustering)")
-    g.add_argument("--recluster-epochs", type=_count(1), default=1,
+    g.add_argument("--recluster-epochs", type=count_arg(1), default=1,
                    help="training epochs per re-clustering round (default: %(default)s)")
     g.add_argument("--recluster-final", choices=RECLUSTER_FINALS, default="cluster",
                    help="after the rounds: cluster the latent weights once more, or freeze the codes the last "
                         "round's forward uses with its trained codebooks (default: %(default)s)")
-    g.add_argument("--recluster-stages", type=_count(1), default=1,
+    g.add_argument("--recluster-stages", type=count_arg(1), default=1,
                    help="progressive clustering: the layers split in model order into this many groups, round r "
                         "clustering the first r of them, the rest training on unclustered (at most "
                         "--recluster-rounds; default: %(default)s, all layers every round)")

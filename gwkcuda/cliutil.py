@@ -1,7 +1,9 @@
 """What the command line and the demo share: the user-error type, the device choice, the plain-text
-table and the atomic JSON writer (a module of its own, so that cli.py and demo.py do not import
+table, the argparse types of checked numbers and the atomic JSON writer (a module of its own, so that cli.py and demo.py do not import
 each other)."""
+import argparse
 import json
+import math
 import os
 
 import torch
@@ -44,3 +46,38 @@ def write_result(path, obj) -> None:
     CLI instead refuses a missing folder before any work (it may be a typo)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json(path, obj)
+
+
+def count_arg(low: int, high: int = None):
+    """argparse type: an int in [low, high], refused with what was expected and what was given."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+def number_arg(low: float, strict: bool):
+    """argparse type: a finite float > low (strict) or >= low; NaN and infinities are refused
+    (an infinite learning rate trains to NaN weights, a NaN budget compares false with everything)."""
+    expected = f"a finite number {'>' if strict else '>='} {low:g}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    return parse
+
+
+positive_arg = number_arg(0.0, strict=True)  # learning rates
+non_negative_arg = number_arg(0.0, strict=False)  # budgets, beta, delta

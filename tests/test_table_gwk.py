@@ -1,4 +1,5 @@
-"""bench/table_gwk.py's projection of the fine-tuning epochs a recipe needs."""
+"""bench/table_gwk.py's projection of the fine-tuning epochs a recipe needs, and the checks and
+recorded command of the experiment scripts behind it (bench/exp_gwk.py, bench/exp_float_baseline.py)."""
 import importlib.util
 import math
 from pathlib import Path
@@ -29,13 +30,18 @@ def test_the_projection_needs_a_rising_curve_of_three_points(accuracies, says):
     assert line is None if says is None else says in line
 
 
+def bench_script(monkeypatch, name):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling modules
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_rerun_command_records_no_path_of_the_machine(monkeypatch):
     """exp_gwk.py's recorded command leaves the work folder and an absolute results folder to the
     reader (relative ones stay: they name a folder of the project), and cuts --arms to the run's."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling modules
-    spec = importlib.util.spec_from_file_location("exp_gwk", SCRIPT.with_name("exp_gwk.py"))
-    exp_gwk = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp_gwk)
+    exp_gwk = bench_script(monkeypatch, "exp_gwk")
     argv = ["--workdir", "/data/run", "--out", "/data/run/results", "--epochs", "4", "--arms", "gwk:9:32:0",
             "kmeans:9:32:0", "--distill", "0.5"]
     assert exp_gwk.rerun_command(argv, "kmeans:9:32:0") == (
@@ -43,3 +49,31 @@ def test_the_rerun_command_records_no_path_of_the_machine(monkeypatch):
     assert exp_gwk.rerun_command(["--workdir=/x", "--out=bench/results/gwk"]) == (
         "python bench/exp_gwk.py '--workdir=<dir>' --out=bench/results/gwk")
     assert exp_gwk.rerun_command(["--out=/abs"]) == "python bench/exp_gwk.py '--out=<out>'"
+
+
+@pytest.mark.parametrize("script, flags, says", [
+    ("exp_gwk", ["--bits", "0"], "--bits: expected an integer in 1..16, got 0"),
+    ("exp_gwk", ["--lr", "nan"], "--lr: expected a finite number > 0, got nan"),
+    ("exp_gwk", ["--finetune-images", "0"], "--finetune-images: expected an integer >= 1, got 0"),
+    ("exp_gwk", ["--calib-batches", "0"], "--calib-batches: expected an integer >= 1, got 0"),
+    ("exp_gwk", ["--recluster-rounds", "-1"], "--recluster-rounds: expected an integer >= 0, got -1"),
+    ("exp_gwk", ["--arms", "gwk:0:32:0"], "PQConfig: expected d an int >= 1, got 0"),
+    ("exp_gwk", ["--arms", "gwk:9:32"], "expected gwk:D:K:SEED or kmeans:D:K:SEED, got 'gwk:9:32'"),
+    ("exp_gwk", ["--arms", "gwk:9:x:0"], "expected integers D, K and SEED"),
+    ("exp_gwk", ["--bits", "4", "--delta", "-1"], "--delta: expected a finite number >= 0, got -1"),
+    ("exp_float_baseline", ["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+])
+def test_the_experiments_refuse_a_bad_setting_before_any_data_is_read(monkeypatch, tmp_path, capsys, script, flags,
+                                                                      says):
+    """Every setting is checked before the data is read and the float model trains (minutes to
+    hours): an empty data folder would otherwise fail later, with another message."""
+    module = bench_script(monkeypatch, script)
+    argv = [script, "--data-root", str(tmp_path), "--workdir", str(tmp_path / "work"), "--out", str(tmp_path)]
+    if script == "exp_gwk" and "--arms" not in flags:
+        argv += ["--arms", "gwk:9:32:0"]
+    monkeypatch.setattr("sys.argv", argv + flags)
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
