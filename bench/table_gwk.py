@@ -20,10 +20,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def load(paths):
+    """The exp_gwk.py runs among ``paths``; a float baseline (exp_float_baseline.py, as a glob of
+    bench/results/gwk/*.json picks up) is left out with a note, anything else is refused."""
     runs = []
     for path in paths:
         with open(path) as f:
-            runs.append(json.load(f))
+            r = json.load(f)
+        if "per_epoch" in r and "method" not in r:
+            print(f"(left out {path}: a float baseline; pass it as --baseline)", file=sys.stderr)
+        elif not {"method", "settings", "shared", "accuracy_full_test"} <= r.keys():
+            raise SystemExit(f"table_gwk.py: {path}: expected a run of bench/exp_gwk.py "
+                             f"(keys method, settings, shared, accuracy_full_test), got keys {sorted(r)[:8]}")
+        else:
+            runs.append(r)
+    if not runs:
+        raise SystemExit("table_gwk.py: expected at least one run of bench/exp_gwk.py among the files, got none")
     return runs
 
 
@@ -46,7 +57,20 @@ def recipe(r):
         text += f", distilled (alpha {kd['alpha']:g}, T {kd['temperature']:g})"
     if settings.get("budget_bits") is not None:
         text += f", k per layer from sensitivity (<= {settings['budget_bits']:g} bits/weight)"
+    float_epochs = r["shared"].get("float_epochs", 1)
+    if float_epochs != 1:  # the float model of the README's captions is fine-tuned 1 epoch
+        text += f", from the float model fine-tuned {float_epochs} epochs"
     return text
+
+
+def chain_models(runs):
+    """The float and QAT models the runs start from, in words: one clause per --float-epochs (the
+    accuracies of the first run of each)."""
+    first = {}
+    for r in runs:
+        first.setdefault(r["shared"].get("float_epochs", 1), r)
+    return "; ".join(f"float {100 * r['baseline_full_test']:.2f}%{f' (fine-tuned {e} epochs)' if e != 1 else ''}, "
+                     f"after EWGS QAT {100 * r['qat_full_test']:.2f}%" for e, r in first.items())
 
 
 def retraining_epochs(r):
@@ -156,6 +180,7 @@ def main(argv):
     args = ap.parse_args(argv)
     runs = load(args.files)
     chain_float = runs[0]["baseline_full_test"]  # the chain's own float model, before any --baseline
+    chains = chain_models(runs)  # before apply_baseline replaces baseline_full_test
     fair = apply_baseline(runs, args.baseline) + "\n" if args.baseline else ""
     if args.curve:
         from gwkcuda.plots import plot_retraining
@@ -174,8 +199,7 @@ def main(argv):
             print(line or f"{r['method']}, {recipe(r)}: fewer than 3 fine-tuning epochs measured, no projection.")
         return
     if args.ablation:
-        print(f"{runs[0]['machine']}; float {100 * chain_float:.2f}%, after EWGS QAT "
-              f"{100 * runs[0]['qat_full_test']:.2f}%, on all 10,000 test images.\n{fair}")
+        print(f"{runs[0]['machine']}; {chains}, on all 10,000 test images.\n{fair}")
         ablation_table(runs)
         return
     r = runs[0]

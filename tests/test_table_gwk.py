@@ -1,6 +1,7 @@
 """bench/table_gwk.py's projection of the fine-tuning epochs a recipe needs, and the checks and
 recorded command of the experiment scripts behind it (bench/exp_gwk.py, bench/exp_float_baseline.py)."""
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -36,6 +37,19 @@ def bench_script(monkeypatch, name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_runs_from_another_float_model_say_so():
+    """Arms started from a float model fine-tuned longer are told apart in the recipe and the
+    ablation caption; those of the 1-epoch model read as before."""
+    one = {**run([0.8]), "baseline_full_test": 0.8596, "qat_full_test": 0.8577}
+    one["shared"] = {**one["shared"], "float_epochs": 1}
+    four = {**run([0.8]), "baseline_full_test": 0.8791, "qat_full_test": 0.8702}
+    four["shared"] = {**four["shared"], "float_epochs": 4}
+    assert table_gwk.recipe(one) == "1 x 100 images"
+    assert table_gwk.recipe(four) == "1 x 100 images, from the float model fine-tuned 4 epochs"
+    assert table_gwk.chain_models([one, four, one]) == (
+        "float 85.96%, after EWGS QAT 85.77%; float 87.91% (fine-tuned 4 epochs), after EWGS QAT 87.02%")
 
 
 def test_the_rerun_command_records_no_path_of_the_machine(monkeypatch):
@@ -77,3 +91,16 @@ def test_the_experiments_refuse_a_bad_setting_before_any_data_is_read(monkeypatc
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_a_glob_with_the_float_baseline_leaves_it_out_and_other_files_are_refused(tmp_path, capsys):
+    arm, fair, other = tmp_path / "gwk.json", tmp_path / "float_baseline.json", tmp_path / "other.json"
+    arm.write_text(json.dumps({**run([0.8]), "accuracy_full_test": 0.8}))
+    fair.write_text(json.dumps({"model": "resnet20", "per_epoch": [], "accuracy_full_test": 0.88}))
+    other.write_text(json.dumps({"images_per_second": 1.0}))
+    assert [r["accuracy_full_test"] for r in table_gwk.load([fair, arm])] == [0.8]
+    assert "left out" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="expected a run of bench/exp_gwk.py"):
+        table_gwk.load([arm, other])
+    with pytest.raises(SystemExit, match="expected at least one run"):
+        table_gwk.load([fair])
