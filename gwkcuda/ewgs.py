@@ -21,23 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
+from . import ewgs_reference, ops
 from .pq import PQWeight
-
-
-class EWGSDiscretizer(torch.autograd.Function):
-    """x in [0, 1] -> round(x (L-1)) / (L-1); backward: EWGS gradient scaling with delta."""
-
-    @staticmethod
-    def forward(ctx, x, levels: int, delta):
-        xq = torch.round(x * (levels - 1)) / (levels - 1)
-        ctx.save_for_backward(x - xq, torch.as_tensor(delta, dtype=x.dtype, device=x.device))
-        return xq
-
-    @staticmethod
-    def backward(ctx, g):
-        diff, delta = ctx.saved_tensors
-        return g * (1 + delta * torch.sign(g) * diff), None, None
+from .ewgs_reference import EWGSDiscretizer
 
 
 def ewgs_round(x: torch.Tensor, bits: int, delta=0.0) -> torch.Tensor:
@@ -47,11 +33,11 @@ def ewgs_round(x: torch.Tensor, bits: int, delta=0.0) -> torch.Tensor:
 
 def ewgs_quantize_reference(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, bits: int,
                             delta) -> torch.Tensor:
-    """The quantiser of the layers below as torch ops: ewgs_round of clamp((x - lower) / (upper -
-    lower), 0, 1). ops.ewgs_quantize computes the same values and gradients in one pass each way
+    """The quantiser of the layers below as torch ops (ewgs_reference.ewgs_quantize at 2**bits levels).
+    ops.ewgs_quantize computes the same values and gradients in one pass each way
     (tests/test_ewgs_op.py); this form is the reference, and what the layers run with
     ``_Quantized.fused = False`` (bench/bench_train.py times both)."""
-    return ewgs_round(((x - lower) / (upper - lower)).clamp(0, 1), bits, delta)
+    return ewgs_reference.ewgs_quantize(x, lower, upper, 2 ** bits, delta)
 
 
 class _Quantized:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.gwkcuda.*)
+from . import ewgs_reference
 from .shapes import CODE_DTYPES, MAX_BITS, accumulate_dtype, check_kmeans_shapes, packed_numel
 
 _CODE_DTYPES = tuple(getattr(torch, name) for name in CODE_DTYPES)
@@ -425,6 +426,8 @@ def ewgs_quantize(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, lev
         values and gradients as the torch ops it replaces (``ewgs.ewgs_round`` of the clamped,
         normalised x), with sums in float64. An element exactly on a bound passes its gradient
         on every torch version (torch.clamp's backward did so up to torch 2.13, not from 2.14).
+        Differentiable twice: the backward's own derivative (a Hessian-vector product through
+        the quantiser) is that of the torch-op reference, ``ewgs_reference.ewgs_quantize``.
     """
     _check_int("ewgs_quantize", "levels", levels)
     return torch.ops.gwkcuda.ewgs_quantize.default(x, lower, upper, levels, delta)
@@ -471,6 +474,31 @@ def _ewgs_quantize_backward(ctx, grad):
 
 
 torch.library.register_autograd("gwkcuda::ewgs_quantize", _ewgs_quantize_backward, setup_context=_ewgs_quantize_setup)
+
+
+def _ewgs_backward_setup(ctx, inputs, output):
+    grad, x, lower, upper, levels, delta = inputs
+    ctx.save_for_backward(grad, x, lower, upper, delta)
+    ctx.levels = levels
+
+
+def _ewgs_double_backward(ctx, gg_x, gg_lower, gg_upper):
+    """The derivative of the backward (a Hessian-vector product through a quantiser differentiates
+    it: ewgs.update_delta's estimate of the Hessian trace). It is the torch-op reference's own
+    (ewgs_reference.ewgs_quantize, which holds the same values and first derivatives), by autograd
+    on a copy of the inputs: rare, so clear rather than fast; not differentiable once more."""
+    grad, x, lower, upper, delta = ctx.saved_tensors
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (grad, x, lower, upper)]
+        q = ewgs_reference.ewgs_quantize(leaves[1], leaves[2], leaves[3], ctx.levels, delta)
+        first = torch.autograd.grad(q, leaves[1:], leaves[0], create_graph=True)
+        cotangents = [g if g is not None else torch.zeros_like(f) for g, f in zip((gg_x, gg_lower, gg_upper), first)]
+        second = torch.autograd.grad(first, leaves, cotangents, allow_unused=True)
+    return (*second, None, None)
+
+
+torch.library.register_autograd("gwkcuda::ewgs_quantize_backward", _ewgs_double_backward,
+                                setup_context=_ewgs_backward_setup)
 
 
 # --- Huffman-coded indices -----------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """ops.ewgs_quantize (the EWGS quantiser in one pass each way) against the same quantiser as torch
 ops (ewgs.ewgs_quantize_reference): values, gradients, dtypes, bad input, opcheck, the layers."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -37,7 +39,7 @@ def both(x, lower, upper, bits, delta, grad):
 def test_values_and_gradients_match_the_torch_ops(device, dtype, bits, delta):
     x, lower, upper = inputs((64, 8, 17, 5), dtype, device)  # 43520 elements: several CPU chunks
     grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
-    grad.view(-1)[:3] = 0  # sign(0) = 0; and the clamp's edges, where torch's rule changed (below)
+    grad.view(-1)[2:5] = 0  # sign(0) = 0 (elements 0 and 1 sit on the clamp's edges)
     (q, gx, gl, gu), (q_ref, gx_ref, gl_ref, gu_ref) = both(x, lower, upper, bits, torch.tensor(delta, device=device), grad)
     assert q.dtype == dtype and q.shape == x.shape
     assert torch.equal(q, q_ref)
@@ -94,9 +96,7 @@ def test_quantised_layers_compute_the_same_with_the_op_and_the_torch_ops():
     torch.manual_seed(0)
     conv = ewgs.QConv2d(8, 16, 3, padding=1, bits_w=4, bits_a=4)
     x = torch.randn(4, 8, 12, 12)
-    conv(x)  # initialises the bounds and the output scale
-    with torch.no_grad():  # the smallest input sat exactly on a_lower: the clamp's edge (below)
-        conv.a_lower -= 1e-3
+    conv(x)  # initialises the bounds and the output scale (the smallest input exactly on a_lower)
     results = []
     for fused in (True, False):
         conv.zero_grad(set_to_none=True)
@@ -175,3 +175,54 @@ def test_the_gradient_passes_at_the_clamps_edges(device):
     x = torch.tensor([-1.0, 2.0, 0.5, -1.5, 2.5], device=device, requires_grad=True)
     ops.ewgs_quantize(x, lower, upper, 16, torch.tensor(0.0, device=device)).sum().backward()
     assert x.grad.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0, 0])
+    x.grad = None
+    ewgs.ewgs_quantize_reference(x, lower, upper, 4, torch.tensor(0.0, device=device)).sum().backward()
+    assert x.grad.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0, 0])  # the reference's rule too
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_double_backward_through_the_op_equals_the_torch_ops(device, dtype):
+    """A Hessian-vector product through the quantiser (what ewgs.update_delta computes) gives what
+    it gives through the torch ops: the backward op is differentiable, in its incoming gradient,
+    in x and in the bounds."""
+    x, lower, upper = inputs((6, 40), dtype, device)
+    lower, upper = lower.detach().to(dtype).requires_grad_(), upper.detach().to(dtype).requires_grad_()
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(6, 40, generator=gen, dtype=dtype).to(device).requires_grad_()
+    v = torch.randn(6, 40, generator=gen, dtype=dtype).to(device)
+    delta = torch.tensor(0.3, device=device)
+    results = []
+    for quantize in (lambda: ops.ewgs_quantize(x, lower, upper, 16, delta),
+                     lambda: ewgs.ewgs_quantize_reference(x, lower, upper, 4, delta)):
+        loss = ((quantize() * w).sum(dim=1) ** 2).sum()  # its gradient in q depends on q and w
+        gx, gl, gu = torch.autograd.grad(loss, (x, lower, upper), create_graph=True)
+        results.append(torch.autograd.grad((gx * v).sum() + 0.3 * gl + 0.7 * gu, (w, x, lower, upper)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert results[0][0].abs().sum() > 0 and results[0][1].abs().sum() > 0
+
+
+def test_the_hessian_deltas_are_the_same_with_the_op_and_the_torch_ops():
+    """ewgs.update_delta differentiates the quantisers' backward (Hessian-vector products through
+    the layers after each one): with the op it must estimate what the torch ops estimate, and
+    autograd must not fall back to treating the backward as a constant (its warning is an error)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    ewgs.quantize_model(model, 4, 4)
+    x, y = torch.randn(16, 3, 6, 6), torch.randint(0, 4, (16,))
+    model(x)  # initialise the bounds
+    deltas = []
+    for fused in (True, False):
+        for _, layer in ewgs.quantized_layers(model):
+            layer.fused = fused
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            deltas.append(ewgs.update_delta(model, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]),
+                                            [(x, y)], samples=8, tol=0.0))
+    for _, layer in ewgs.quantized_layers(model):
+        del layer.fused  # back to the class default
+    assert deltas[0].keys() == deltas[1].keys() == {"2", "4"}
+    for name in deltas[1]:
+        assert deltas[0][name] == pytest.approx(deltas[1][name], rel=1e-4, abs=1e-9)
+    assert sum(dw + da for dw, da in deltas[1].values()) > 0  # not all clipped to 0
