@@ -486,7 +486,11 @@ def _ewgs_double_backward(ctx, gg_x, gg_lower, gg_upper):
     """The derivative of the backward (a Hessian-vector product through a quantiser differentiates
     it: ewgs.update_delta's estimate of the Hessian trace). It is the torch-op reference's own
     (ewgs_reference.ewgs_quantize, which holds the same values and first derivatives), by autograd
-    on a copy of the inputs: rare, so clear rather than fast; not differentiable once more."""
+    on a copy of the inputs: rare, so clear rather than fast. A third derivative is refused rather
+    than silently taken as zero."""
+    if torch.is_grad_enabled():  # create_graph=True here: a derivative of this one is wanted
+        raise RuntimeError("ewgs_quantize: expected at most two derivatives (the second for Hessian-vector "
+                           "products), got a request for a third (create_graph=True in the second)")
     grad, x, lower, upper, delta = ctx.saved_tensors
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(True) for t in (grad, x, lower, upper)]

@@ -200,6 +200,9 @@ def test_a_double_backward_through_the_op_equals_the_torch_ops(device, dtype):
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert results[0][0].abs().sum() > 0 and results[0][1].abs().sum() > 0
+    gx, = torch.autograd.grad(ops.ewgs_quantize(x, lower, upper, 16, delta).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="expected at most two derivatives"):
+        torch.autograd.grad(gx.square().sum(), x, create_graph=True)
 
 
 def test_the_hessian_deltas_are_the_same_with_the_op_and_the_torch_ops():
