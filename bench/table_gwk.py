@@ -121,13 +121,13 @@ def seeds_table(runs):
 def ablation_table(runs):
     """One row per run: the retraining schedule after QAT, the accuracy right after the final
     clustering (test half) and, after fine-tuning, on the test images."""
-    print("| method | d | k | retraining after QAT | epochs | after final clustering % (test half) | "
+    print("| method | d | k | seed | retraining after QAT | epochs | after final clustering % (test half) | "
           "accuracy % (float) | drop, points | (c) all-inclusive |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|")
     for r in sorted(runs, key=lambda r: (-r["accuracy_full_test"])):
         method, d, k = setting(r)
         acc, base = 100 * r["accuracy_full_test"], 100 * r["baseline_full_test"]
-        print(f"| {method} | {d} | {k} | {recipe(r)} | {retraining_epochs(r)} | "
+        print(f"| {method} | {d} | {k} | {r['settings']['seed']} | {recipe(r)} | {retraining_epochs(r)} | "
               f"{100 * r['details']['accuracy_before_finetune']:.2f} | {acc:.2f} ({base:.2f}) | {base - acc:+.2f} | "
               f"{r['ratios']['all_inclusive']:.1f}x |")
 

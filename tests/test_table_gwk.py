@@ -104,3 +104,16 @@ def test_a_glob_with_the_float_baseline_leaves_it_out_and_other_files_are_refuse
         table_gwk.load([arm, other])
     with pytest.raises(SystemExit, match="expected at least one run"):
         table_gwk.load([fair])
+
+
+def test_the_ablation_table_names_each_run_s_seed(capsys):
+    runs = []
+    for seed, acc in ((0, 0.81), (1, 0.83)):
+        r = {**run([acc]), "accuracy_full_test": acc, "baseline_full_test": 0.88, "ratios": {"all_inclusive": 38.3},
+             "details": {"accuracy_before_finetune": 0.5, "finetune_accuracies": [acc]}}
+        r["settings"] = {**r["settings"], "d": 9, "k": 32, "seed": seed}
+        runs.append(r)
+    table_gwk.ablation_table(runs)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| gwk")]
+    assert rows == ["| gwk | 9 | 32 | 1 | 1 x 100 images | 1 | 50.00 | 83.00 (88.00) | +5.00 | 38.3x |",
+                    "| gwk | 9 | 32 | 0 | 1 x 100 images | 1 | 50.00 | 81.00 (88.00) | +7.00 | 38.3x |"]
