@@ -185,7 +185,7 @@ def main(argv):
     if args.curve:
         from gwkcuda.plots import plot_retraining
         for r in runs:
-            r["label"] = f"{r['method']}: {recipe(r)}"
+            r["label"] = f"{r['method']}, seed {r['settings']['seed']}: {recipe(r)}"
         plot_retraining(runs, runs[0]["baseline_accuracy"], args.curve,
                         f"ResNet-20, (d, k) = ({runs[0]['settings']['d']}, {runs[0]['settings']['k']}), "
                         f"{runs[0]['ratios']['all_inclusive']:.1f}x all-inclusive")

@@ -130,7 +130,8 @@ def plot_retraining(runs, baseline: float, path, title: str) -> None:
     ax.set_xlabel("retraining epochs after QAT (a clustering drops the accuracy at that epoch)")
     ax.set_ylabel("accuracy on the test half, %")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    # Below the axes: a recipe's label is a sentence, and inside they would cover the curves.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.tight_layout()
     _save_figure(fig, path)
 
@@ -141,7 +142,7 @@ def _save_figure(fig, path) -> None:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # a legend outside the axes included
     plt.close(fig)
     atomic_write(path, buf.getvalue())
 
