@@ -14,7 +14,9 @@ the float model to the QAT and fine-tuning phases (a QAT run and arm names of th
 ``..._kd<alpha>t<T>``). ``--recluster-rounds R --recluster-epochs E`` clusters inside retraining
 first (pipelines.Recluster; arm names ``..._rc<R>x<E>``; ``--recluster-final freeze``: the last
 round's codes and codebooks kept, ``..._rc<R>x<E>f``; ``--recluster-stages S``: progressive, the layers
-clustered in S groups over the first S rounds, ``..._rc<R>x<E>p<S>``).
+clustered in S groups over the first S rounds, ``..._rc<R>x<E>p<S>``). ``--fresh-images``: each
+retraining epoch draws its --finetune-images afresh from the whole train split instead of reusing
+one fixed subset (``..._fresh``).
 """
 import argparse
 import dataclasses
@@ -28,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gwkcuda import model_file, pipelines, train  # noqa: E402
-from gwkcuda.cliutil import count_arg, non_negative_arg, positive_arg, write_json  # noqa: E402
+from gwkcuda.cliutil import count_arg, non_negative_arg, number_arg, positive_arg, write_json  # noqa: E402
 from gwkcuda.gwk import GWKConfig  # noqa: E402
 from gwkcuda.microbench import machine  # noqa: E402
 from posttrain_tasks import CHECKPOINTS  # noqa: E402  (bench/: the pretrained file of each model)
@@ -101,12 +103,15 @@ def main():
     ap.add_argument("--epochs", type=count_arg(0), default=1, help="codebook fine-tuning epochs per arm")
     ap.add_argument("--finetune-images", type=count_arg(1), default=25000,
                     help="fine-tune each arm on the first N (shuffled-order) training images")
+    ap.add_argument("--fresh-images", action="store_true",
+                    help="each retraining epoch of the arms draws its --finetune-images afresh from the whole "
+                         "train split instead of reusing one fixed subset (arm names ..._fresh)")
     ap.add_argument("--lr", type=positive_arg, default=1e-3)
     ap.add_argument("--calib-batches", type=count_arg(1), default=16)
     ap.add_argument("--tag", default="", help="suffix of the arms' names (JSON files and checkpoints)")
     ap.add_argument("--float16", action="store_true", help="store float tensors as float16")
     ap.add_argument("--fold-batchnorm", action="store_true", help="store batch norms as scale and shift")
-    ap.add_argument("--distill", type=float, default=0.0,
+    ap.add_argument("--distill", type=number_arg(0.0, strict=False, high=1.0), default=0.0,
                     help="weight alpha in [0, 1] of knowledge distillation from the float model during QAT and "
                          "fine-tuning (0: cross-entropy alone)")
     ap.add_argument("--temperature", type=positive_arg, default=4.0, help="distillation temperature (> 0)")
@@ -133,8 +138,6 @@ def main():
         ap.error(f"--recluster-epochs/--recluster-stages: {exc}")
     if args.recluster_stages != 1 and not args.recluster_rounds:
         ap.error(f"--recluster-stages {args.recluster_stages}: expected with --recluster-rounds >= 1, got none")
-    if not 0 <= args.distill <= 1:
-        ap.error(f"--distill: expected a weight in [0, 1], got {args.distill}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error(f"--device {args.device}: torch sees no CUDA device")
     # Every setting is checked here, before the float model trains for minutes or hours.
@@ -154,6 +157,9 @@ def main():
     task = pipelines.load_task(args.model, "cifar10", root)
     task = dataclasses.replace(task, x_train=task.x_train[:args.train_images], y_train=task.y_train[:args.train_images],
                                x_test=task.x_test[:args.test_images], y_test=task.y_test[:args.test_images])
+    if args.finetune_images > len(task.x_train):
+        ap.error(f"--finetune-images: expected at most the {len(task.x_train):,} train images, "
+                 f"got {args.finetune_images:,}")
     judged = f"all {len(task.x_test):,} test images"
     model_tag = "" if args.model == "resnet20" else f"_{args.model}"  # in the names of folders and arms
     started = time.perf_counter()
@@ -175,22 +181,28 @@ def main():
     print(f"EWGS QAT W{args.bits}A{args.bits}: {100 * qat_full:.2f}% on {judged} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
 
-    # The arms fine-tune on a fixed random subset of the train split (same for every arm).
-    order = torch.randperm(len(task.x_train), generator=torch.Generator().manual_seed(1234))
-    subset = order[:args.finetune_images]
-    ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
+    # The arms fine-tune on a fixed random subset of the train split (same for every arm), or with
+    # --fresh-images on as many images drawn afresh from the whole split every epoch.
+    if args.fresh_images:
+        ft_task, epoch_images = task, args.finetune_images
+    else:
+        order = torch.randperm(len(task.x_train), generator=torch.Generator().manual_seed(1234))
+        subset = order[:args.finetune_images]
+        ft_task, epoch_images = dataclasses.replace(task, x_train=task.x_train[subset],
+                                                    y_train=task.y_train[subset]), None
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     for (method, d, k, seed), config in zip(args.arms, configs):
         rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{f'p{recluster.stages}' if recluster.stages > 1 else ''}"
                   f"{'f' if recluster.final == 'freeze' else ''}" if recluster else "")
         budget_tag = "" if args.budget_bits is None else f"_b{args.budget_bits:g}"
-        name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{budget_tag}{args.tag}"
+        fresh_tag = "_fresh" if args.fresh_images else ""
+        name = f"{method}{model_tag}_d{d}_k{k}_s{seed}{kd_tag}{rc_tag}{budget_tag}{fresh_tag}{args.tag}"
         arm_started = time.perf_counter()
         out_file = os.path.join(args.workdir, name + ".gwk")
         report = pipelines.run_gwk(fmodel, ft_task, out_file, config, epochs=args.epochs, lr=args.lr, batch=batch,
                                    qat=qat, after_qat=after_qat, storage=storage, workdir=os.path.join(args.workdir, name),
                                    device=device, show_progress=show, distill=distill, recluster=recluster,
-                                   budget_bits=args.budget_bits)
+                                   budget_bits=args.budget_bits, epoch_images=epoch_images)
         reloaded = model_file.load_model(out_file).eval()
         report.update({
             "file": f"<dir>/{name}.gwk",  # in the work folder, which the command leaves to the reader

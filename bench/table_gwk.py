@@ -44,9 +44,10 @@ def setting(r):
 
 def recipe(r):
     """The arm's retraining after QAT, in words: re-clustering rounds (if any), then fine-tuning
-    epochs x training images per epoch; distillation if used; per-layer k if allocated."""
+    epochs x training images per epoch ("fresh": drawn anew each epoch from the whole train split);
+    distillation if used; per-layer k if allocated."""
     settings, images = r["settings"], r["shared"]["finetune_images"]
-    text = f"{settings['epochs']} x {images} images"
+    text = f"{settings['epochs']} x {images}{' fresh' if settings.get('epoch_images') else ''} images"
     rc = settings.get("recluster")
     if rc:
         frozen = " (then codes frozen)" if rc.get("final") == "freeze" else ""
@@ -179,7 +180,6 @@ def main(argv):
     ap.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
     runs = load(args.files)
-    chain_float = runs[0]["baseline_full_test"]  # the chain's own float model, before any --baseline
     chains = chain_models(runs)  # before apply_baseline replaces baseline_full_test
     fair = apply_baseline(runs, args.baseline) + "\n" if args.baseline else ""
     if args.curve:
@@ -202,13 +202,10 @@ def main(argv):
         print(f"{runs[0]['machine']}; {chains}, on all 10,000 test images.\n{fair}")
         ablation_table(runs)
         return
-    r = runs[0]
-    shared = r["shared"]
-    print(f"Float ResNet-20 (pretrained, fine-tuned {shared['float_epochs']} epoch on the JPEG train split): "
-          f"{100 * chain_float:.2f}% on all 10,000 test images; after EWGS QAT "
-          f"W{shared['qat']['bits']}A{shared['qat']['bits']} ({shared['qat']['epochs']} epochs): "
-          f"{100 * r['qat_full_test']:.2f}%. Fine-tuning: epochs x training images per epoch, codes fixed. "
-          f"{r['machine']}.\n{fair}")
+    qat = runs[0]["shared"]["qat"]
+    print(f"Float ResNet-20 pretrained, fine-tuned on the JPEG train split (1 epoch unless said), then EWGS QAT "
+          f"W{qat['bits']}A{qat['bits']} ({qat['epochs']} epochs): {chains}, on all 10,000 test images. "
+          f"Fine-tuning: epochs x training images per epoch, codes fixed. {runs[0]['machine']}.\n{fair}")
     settings_table(runs)
     print()
     seeds_table(runs)

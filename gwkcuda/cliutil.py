@@ -63,17 +63,20 @@ def count_arg(low: int, high: int = None):
     return parse
 
 
-def number_arg(low: float, strict: bool):
-    """argparse type: a finite float > low (strict) or >= low; NaN and infinities are refused
-    (an infinite learning rate trains to NaN weights, a NaN budget compares false with everything)."""
-    expected = f"a finite number {'>' if strict else '>='} {low:g}"
+def number_arg(low: float, strict: bool, high: float = None):
+    """argparse type: a finite float > low (strict) or >= low, and <= high if given; NaN and
+    infinities are refused (an infinite learning rate trains to NaN weights, a NaN budget compares
+    false with everything)."""
+    expected = f"a finite number {'>' if strict else '>='} {low:g}" if high is None else (
+        f"a number in {'(' if strict else '['}{low:g}, {high:g}]")
 
     def parse(text):
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
+        if (not math.isfinite(value) or value < low or (strict and value == low)
+                or (high is not None and value > high)):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
         return value
     return parse

@@ -61,7 +61,8 @@ def machine() -> str:
     """The CPU model and its vector extensions (and GPU, if one is visible) and thread count, for
     a table's caption."""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu_model()} ({cpu_vector_extensions()}), {torch.get_num_threads()} threads{gpu}; "
+    threads = torch.get_num_threads()
+    return (f"{cpu_model()} ({cpu_vector_extensions()}), {threads} thread{'s' if threads != 1 else ''}{gpu}; "
             f"torch {torch.__version__}")
 
 

@@ -263,7 +263,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
             lr: float = 1e-3, batch: int = 64, qat: Optional[QATConfig] = None, after_qat=None,
             storage: Optional[dict] = None, workdir=None, device="cpu", show_progress: bool = False,
             distill: Optional[train.Distillation] = None, recluster: Optional[Recluster] = None,
-            budget_bits: Optional[float] = None) -> dict:
+            budget_bits: Optional[float] = None, epoch_images: Optional[int] = None) -> dict:
     """The GWK chain on a copy of the float ``model``: [EWGS QAT] -> GWK-PQ (or plain k-means with
     importance "uniform") of the (latent) weights -> ``epochs`` of fine-tuning with codes fixed
     (codebooks, batch norm, biases, float layers, and quantiser parameters at qat.quantizer_lr);
@@ -274,7 +274,9 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
     ``qat``); their accuracies and losses go into the report's details. budget_bits: per-layer k
     from sensitivity (:func:`gwkcuda.gwk.allocate_layers`, once, before the first clustering) with
     the clustered layers' codes and codebooks at most this many bits per weight on average (None:
-    every layer at config's (d, k)); the choice goes into the report's details.
+    every layer at config's (d, k)); the choice goes into the report's details. epoch_images: each
+    retraining epoch (re-clustering rounds and fine-tuning) trains on this many train images drawn
+    afresh from the whole split (None: all of them; see train.train).
 
     after_qat: the (model, details) run_qat returned for this ``model`` and ``qat``, to share one
     QAT run among arms that differ from the clustering on (None: run it here).
@@ -285,6 +287,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         raise ValueError("run_gwk: recluster trains the latent weights through the codebooks of EWGS layers, "
                          "so it needs qat (a QATConfig), got qat=None")
     float_bits = 16 if (storage or {}).get("float_dtype") == "float16" else 32
+    train.check_epoch_images(epoch_images, len(task.x_train), "run_gwk")  # before any training
     if budget_bits is not None:  # before any training
         check_budget(model, config, budget_bits, float_bits=float_bits, ewgs_bits=qat.bits if qat else None)
     started = time.perf_counter()
@@ -328,7 +331,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
             model, task.x_train, task.y_train, epochs=recluster.epochs, lr=lr, batch=batch,
             params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 2 + r,
             device=device, show_progress=show_progress, desc=f"re-clustering round {r + 1}/{recluster.rounds}",
-            checkpoint=workdir / f"recluster{r}.pt" if workdir else None, distill=distill)
+            checkpoint=workdir / f"recluster{r}.pt" if workdir else None, distill=distill, epoch_images=epoch_images)
         rounds.append({"layers": len(layers), "accuracy_after_clustering": clustered, "losses": losses,
                        "accuracy_after_training": train.accuracy(model, xr, yr, device=device)})
     if rounds:
@@ -342,7 +345,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
         model, task.x_train, task.y_train, epochs=epochs, lr=lr, batch=batch,
         params=_param_groups(model, lr, quantizer_lr), augment=task.augment, seed=config.seed + 1,
         device=device, show_progress=show_progress, desc="codebook fine-tuning",
-        checkpoint=workdir / "finetune.pt" if workdir else None, distill=distill,
+        checkpoint=workdir / "finetune.pt" if workdir else None, distill=distill, epoch_images=epoch_images,
         on_epoch=lambda e, loss: curve.__setitem__(e + 1, train.accuracy(model, xr, yr, device=device)))
     details["finetune_accuracies"] = [curve.get(e) for e in range(1, epochs + 1)]
     details["float_layers"] = gwk_report["float_layers"]
@@ -352,7 +355,7 @@ def run_gwk(model: nn.Module, task: Task, out, config: GWKConfig, *, epochs: int
                 "qat": dataclasses.asdict(qat) if qat is not None else None,
                 "distill": distill.settings() if distill is not None else None,
                 "recluster": dataclasses.asdict(recluster) if recluster is not None else None,
-                "budget_bits": budget_bits}
+                "budget_bits": budget_bits, "epoch_images": epoch_images}
     report = _header(method, task, device, settings)
     report["details"] = details
     return _finish(report, out, model_file.load_model(out), task, device, baseline, started, info)

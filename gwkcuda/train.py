@@ -152,13 +152,21 @@ class Distillation:
         return (1 - self.alpha) * F.cross_entropy(logits, labels) + self.alpha * soft
 
 
+def check_epoch_images(epoch_images: Optional[int], rows: int, who: str) -> None:
+    """Raises ValueError unless epoch_images (rows per epoch; None: all) is an int in 1..rows."""
+    if epoch_images is not None and (isinstance(epoch_images, bool) or not isinstance(epoch_images, int)
+                                     or not 1 <= epoch_images <= rows):
+        raise ValueError(f"{who}: expected epoch_images an int in 1..{rows} (the training images) or None, "
+                         f"got {epoch_images!r}")
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 1e-3,
           batch: int = 64, weight_decay: float = 0.0, params: Optional[Iterable] = None,
           augment: Optional[Callable] = None, seed: int = 0, device="cpu",
           show_progress: bool = False, desc: str = "train",
           checkpoint: Optional[os.PathLike] = None,
           on_epoch: Optional[Callable[[int, float], None]] = None, shard=(0, 1),
-          distill: Optional["Distillation"] = None) -> list:
+          distill: Optional["Distillation"] = None, epoch_images: Optional[int] = None) -> list:
     """Adam with a cosine schedule over ``epochs`` on (x, y); returns the mean loss per epoch.
 
     params: the parameters (or Adam parameter groups, each with its own lr) to train; default all
@@ -170,10 +178,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     epoch, before the checkpoint is written. shard=(rank, world): this process trains on the rows
     rank, rank + world, ... of every batch, the batch cut to a multiple of world (data parallel;
     see gwkcuda.distributed.train_ddp). distill: knowledge distillation from a teacher on every
-    (augmented) batch (see :class:`Distillation`); None: cross-entropy alone.
+    (augmented) batch (see :class:`Distillation`); None: cross-entropy alone. epoch_images: each
+    epoch trains on this many rows of (x, y), drawn afresh with the epoch's order, so that short
+    epochs still see all of x over a run (None: every row, every epoch).
     Raises TrainingDiverged at the first non-finite loss (before its step, so no NaN reaches the
     weights or a checkpoint), and ValueError if ``checkpoint`` exists but is not of this run.
     """
+    check_epoch_images(epoch_images, len(x), desc)
     params = list(model.parameters() if params is None else params)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs))
@@ -185,9 +196,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
                           initial=start, total=epochs):
         model.train()
         gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(len(x), generator=gen)[:epoch_images]
         total, count = 0.0, 0
-        batches = progress(range(0, len(x), batch), show_progress, desc=f"{desc}, epoch {epoch + 1}/{epochs}",
+        batches = progress(range(0, len(order), batch), show_progress, desc=f"{desc}, epoch {epoch + 1}/{epochs}",
                            unit="batch", leave=False)
         for i in batches:
             b = order[i:i + batch]

@@ -75,6 +75,7 @@ def test_the_rerun_command_records_no_path_of_the_machine(monkeypatch):
     ("exp_gwk", ["--arms", "gwk:9:32"], "expected gwk:D:K:SEED or kmeans:D:K:SEED, got 'gwk:9:32'"),
     ("exp_gwk", ["--arms", "gwk:9:x:0"], "expected integers D, K and SEED"),
     ("exp_gwk", ["--bits", "4", "--delta", "-1"], "--delta: expected a finite number >= 0, got -1"),
+    ("exp_gwk", ["--distill", "1.5"], "--distill: expected a number in [0, 1], got 1.5"),
     ("exp_float_baseline", ["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
 ])
 def test_the_experiments_refuse_a_bad_setting_before_any_data_is_read(monkeypatch, tmp_path, capsys, script, flags,
