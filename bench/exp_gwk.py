@@ -102,7 +102,8 @@ def main():
                     help="a fixed EWGS delta instead of the Hessian estimate (a QAT run of its own)")
     ap.add_argument("--epochs", type=count_arg(0), default=1, help="codebook fine-tuning epochs per arm")
     ap.add_argument("--finetune-images", type=count_arg(1), default=25000,
-                    help="fine-tune each arm on the first N (shuffled-order) training images")
+                    help="training images per retraining epoch of each arm: the first N of one shuffled order, the "
+                         "same every epoch, or N fresh ones every epoch with --fresh-images")
     ap.add_argument("--fresh-images", action="store_true",
                     help="each retraining epoch of the arms draws its --finetune-images afresh from the whole "
                          "train split instead of reusing one fixed subset (arm names ..._fresh)")
