@@ -182,15 +182,13 @@ def main():
     print(f"EWGS QAT W{args.bits}A{args.bits}: {100 * qat_full:.2f}% on {judged} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
 
-    # The arms fine-tune on a fixed random subset of the train split (same for every arm), or with
-    # --fresh-images on as many images drawn afresh from the whole split every epoch.
-    if args.fresh_images:
-        ft_task, epoch_images = task, args.finetune_images
-    else:
-        order = torch.randperm(len(task.x_train), generator=torch.Generator().manual_seed(1234))
-        subset = order[:args.finetune_images]
-        ft_task, epoch_images = dataclasses.replace(task, x_train=task.x_train[subset],
-                                                    y_train=task.y_train[subset]), None
+    # The arms retrain on --finetune-images drawn afresh from the whole split every epoch
+    # (--fresh-images), or on one fixed random subset of that size (the same for every arm).
+    ft_task, epoch_images = task, args.finetune_images
+    if not args.fresh_images:
+        subset = torch.randperm(len(task.x_train), generator=torch.Generator().manual_seed(1234))[:epoch_images]
+        ft_task = dataclasses.replace(task, x_train=task.x_train[subset], y_train=task.y_train[subset])
+        epoch_images = None  # every epoch: the whole subset
     storage = {"float_dtype": "float16" if args.float16 else "float32", "fold_batchnorm": args.fold_batchnorm}
     for (method, d, k, seed), config in zip(args.arms, configs):
         rc_tag = (f"_rc{recluster.rounds}x{recluster.epochs}{f'p{recluster.stages}' if recluster.stages > 1 else ''}"

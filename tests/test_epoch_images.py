@@ -76,15 +76,3 @@ def test_the_chain_trains_every_retraining_epoch_on_that_many_images(digits_mode
     assert calls == [("re-clustering round 1/1", 128, 40), ("codebook fine-tuning", 128, 40)]
     assert report["settings"]["epoch_images"] == 40
 
-
-def test_the_recipe_says_fresh_images():
-    import importlib.util
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "bench" / "table_gwk.py"
-    spec = importlib.util.spec_from_file_location("table_gwk", script)
-    table_gwk = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table_gwk)
-    run = {"settings": {"epochs": 4, "epoch_images": 10000}, "shared": {"finetune_images": 10000}}
-    assert table_gwk.recipe(run) == "4 x 10000 fresh images"
-    run["settings"]["epoch_images"] = None
-    assert table_gwk.recipe(run) == "4 x 10000 images"

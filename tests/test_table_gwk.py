@@ -52,6 +52,15 @@ def test_runs_from_another_float_model_say_so():
         "float 85.96%, after EWGS QAT 85.77%; float 87.91% (fine-tuned 4 epochs), after EWGS QAT 87.02%")
 
 
+def test_the_recipe_says_fresh_images():
+    fresh = run([0.8] * 4)
+    fresh["shared"] = {"finetune_images": 10000}
+    fresh["settings"] = {**fresh["settings"], "epoch_images": 10000}
+    assert table_gwk.recipe(fresh) == "4 x 10000 fresh images"
+    fresh["settings"]["epoch_images"] = None
+    assert table_gwk.recipe(fresh) == "4 x 10000 images"
+
+
 def test_the_rerun_command_records_no_path_of_the_machine(monkeypatch):
     """exp_gwk.py's recorded command leaves the work folder and an absolute results folder to the
     reader (relative ones stay: they name a folder of the project), and cuts --arms to the run's."""
